@@ -1,0 +1,169 @@
+"""The build: map pairs over Dask, then write index, collections, manifest and root (in that order).
+
+``build()`` is the library entry point; the CLI only parses arguments and draws a progress bar
+through the ``progress`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION, SCHEMA_VERSION, Layout
+from catalog_builder.cog import CogOptions
+from catalog_builder.index import index_bytes, index_path
+from catalog_builder.pair import PairOutcome, build_batch
+from catalog_builder.records import SourceProblem
+from catalog_builder.sources.base import ReleaseSource
+from catalog_builder.stac import INDEX_MEDIA_TYPE, JSON_MEDIA_TYPE, ExtentAccumulator, build_catalog, build_collection
+from catalog_builder.store import (
+    MANIFEST,
+    STAGE_META,
+    STAGE_ROOT,
+    ManifestEntry,
+    OutputStore,
+    json_bytes,
+    manifest_bytes,
+    put,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+SCHEMA_PATH = f"schema/{SCHEMA_VERSION}/schema.json"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a catalog is built."""
+
+    layout: Layout = "stacked"
+    """``stacked``: one multi-band COG per S2 resolution group + one S1 COG (4 objects per pair);
+    ``per-band``: one single-band COG per band (14 per pair, what stackstac needs)."""
+    cog: CogOptions = field(default_factory=CogOptions)
+    batch_size: int = 32
+    """Pairs per Dask task."""
+    scheduler: str | None = None
+    """``None``: a LocalCluster; ``"synchronous"``: in this process (no Dask workers); otherwise
+    the address of a running Dask scheduler (``tcp://host:8786``)."""
+    n_workers: int | None = None
+    """Workers of the LocalCluster (default: one per core)."""
+    verify_existing: bool = True
+    """On rerun, re-hash existing outputs (``False``: trust matching sizes)."""
+    limit: int | None = None
+    """Build only the first ``limit`` pairs (sorted by name)."""
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    url: str
+    pairs: int = 0
+    built: int = 0
+    skipped: int = 0
+    problems: list[SourceProblem] = field(default_factory=list)
+    manifest: list[ManifestEntry] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        lines = [f"{self.pairs} pairs at {self.url}: {self.built} built, {self.skipped} already up to date, "
+                 f"{len(self.problems)} with problems"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+@contextmanager
+def _executor(options: BuildOptions) -> Iterator[Any]:
+    """A Dask client (or ``None`` for synchronous runs) for the build's lifetime."""
+    if options.scheduler == "synchronous":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=options.n_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[list[PairOutcome]]:
+    batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
+    with _executor(options) as client:
+        if client is None:
+            for batch in batches:
+                yield build_batch(source, store, batch, options.layout, options.cog, options.verify_existing)
+            return
+        from distributed import as_completed
+
+        futures = [
+            client.submit(build_batch, source, store, batch, options.layout, options.cog,
+                          options.verify_existing, pure=False, retries=1)
+            for batch in batches
+        ]
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+
+
+def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = BuildOptions(),
+          progress: ProgressFn | None = None) -> BuildReport:
+    """Build (or resume) a catalog from a release source into a store.
+
+    Pairs with bad inputs are reported in the returned :class:`BuildReport` (naming the file and
+    the problem) and left out; everything else is built. The root ``catalog.json`` is written
+    last, after the index, collections and manifest.
+    """
+    units = source.units()
+    if options.limit is not None:
+        units = units[: options.limit]
+    if hasattr(source, "with_tables_for"):
+        source = source.with_tables_for(units)  # ship only the table rows these pairs need
+    report = BuildReport(url=store.url, pairs=len(units))
+    items: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
+    extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
+    done = 0
+    for batch in _outcomes(source, store, units, options):
+        for outcome in batch:
+            done += 1
+            if outcome.problem is not None:
+                report.problems.append(outcome.problem)
+                continue
+            report.skipped += outcome.skipped
+            report.built += not outcome.skipped
+            report.manifest.extend(outcome.manifest)
+            for item in outcome.items:
+                items[item["collection"]].append(item)
+                extents[item["collection"]].add(item)
+        if progress is not None:
+            progress(done, len(units))
+    for location, problem in source.unpaired():
+        report.problems.append(SourceProblem(location.rsplit("/", 1)[-1], location, problem))
+    report.problems.sort(key=lambda p: (p.pair, p.file))
+
+    if not items[S2_COLLECTION]:
+        log.warning("no pair could be built; not writing collections or the root catalog")
+        return report
+
+    schema = files("bigearth_stac").joinpath("schema/schema.json").read_bytes()
+    report.manifest.append(put(store, SCHEMA_PATH, schema, "application/schema+json", STAGE_META))
+    for cid, coll_items in items.items():
+        modality = "s2" if cid == S2_COLLECTION else "s1"
+        collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}")
+        report.manifest.append(put(store, index_path(cid), index_bytes(coll_items, collection), INDEX_MEDIA_TYPE, STAGE_META))
+        report.manifest.append(put(store, f"{cid}/collection.json", json_bytes(collection, pretty=True), JSON_MEDIA_TYPE, STAGE_META))
+    store.write(MANIFEST, manifest_bytes(report.manifest), INDEX_MEDIA_TYPE)
+    root = build_catalog([S2_COLLECTION, S1_COLLECTION])
+    report.manifest.append(put(store, "catalog.json", json_bytes(root, pretty=True), JSON_MEDIA_TYPE, STAGE_ROOT))
+    log.info("%s", report.describe().splitlines()[0])
+    return report

@@ -1,0 +1,101 @@
+"""``catalog-builder``: a thin command line over the library (parse, call, draw progress)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from bigearth_stac.vocab import LAYOUTS
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Build BigEarthNet into COGs + STAC + a stac-geoparquet index, and publish it."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Dask's own loggers default to INFO; keep them as quiet as ours unless asked.
+    logging.getLogger("distributed").setLevel(level)
+
+
+@main.command()
+@click.option("--s2", "s2_root", required=True, help="Raw S2 root (local folder or s3://).")
+@click.option("--s1", "s1_root", required=True, help="Raw S1 root (local folder or s3://).")
+@click.option("--out", required=True, help="Output catalog root (local folder or s3://bucket/prefix).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="stacked", show_default=True,
+              help="stacked: one COG per S2 resolution group + one S1 COG; per-band: one COG per band.")
+@click.option("--compress", type=click.Choice(["DEFLATE", "ZSTD"]), default="DEFLATE", show_default=True)
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (tcp://host:8786); 'synchronous' to run in this process; "
+                   "default: a LocalCluster.")
+@click.option("--workers", type=int, default=None, help="Workers of the LocalCluster (default: one per core).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Pairs per Dask task.")
+@click.option("--limit", type=int, default=None, help="Build only the first N pairs.")
+@click.option("--tables", default=None, help="Folder with the official tables (default: bigearthnet-common).")
+@click.option("--endpoint-url", default=None, help="S3 endpoint for s3:// input/output (default: AWS / $AWS_ENDPOINT_URL).")
+def build(s2_root: str, s1_root: str, out: str, layout: str, compress: str, scheduler: str | None,
+          workers: int | None, batch_size: int, limit: int | None, tables: str | None,
+          endpoint_url: str | None) -> None:
+    """Build (or resume) a catalog. Pairs with bad inputs are listed at the end; exit code 2 then."""
+    from bigearth_stac.settings import StorageSettings
+    from catalog_builder.build import BuildOptions
+    from catalog_builder.build import build as run_build
+    from catalog_builder.cog import CogOptions
+    from catalog_builder.sources import open_source
+    from catalog_builder.store import open_store
+
+    settings = StorageSettings.from_env(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
+    source = open_source(s2_root, s1_root, tables=tables, settings=settings)
+    store = open_store(out, settings=settings)
+    options = BuildOptions(layout=layout, cog=CogOptions(compress=compress), scheduler=scheduler,  # type: ignore[arg-type]
+                           n_workers=workers, batch_size=batch_size, limit=limit)
+    with tqdm(total=None, unit="pair", desc="build", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = run_build(source, store, options, progress=progress)
+    click.echo(report.describe())
+    if not report.ok:
+        sys.exit(2)
+
+
+@main.command("examples")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def examples(dest: Path) -> None:
+    """Unpack the six real v1 pairs from bigearthnet-common into DEST (raw layout)."""
+    from catalog_builder.examples import unpack_examples
+
+    s2, s1 = unpack_examples(dest)
+    click.echo(f"S2 root: {s2}\nS1 root: {s1}")
+
+
+@main.command("synthetic")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-n", "count", type=int, default=100, show_default=True, help="Number of pairs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def synthetic(dest: Path, count: int, seed: int) -> None:
+    """Write N synthetic pairs in the exact raw v1 layout into DEST (real names and tables)."""
+    from catalog_builder.synthetic import generate
+
+    s2, s1 = generate(dest, count, seed)
+    click.echo(f"S2 root: {s2}\nS1 root: {s1}")
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (publish, ...)."""
+    try:
+        from catalog_builder.cli_publish import publish
+    except ImportError:
+        return
+    main.add_command(publish)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

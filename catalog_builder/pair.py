@@ -1,0 +1,122 @@
+"""Build one pair: raw bands -> COGs -> two STAC items, or skip it if its outputs already match.
+
+This is the unit of work the Dask graph maps; it runs on workers and touches only the source
+and the store it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, Layout, band_groups
+from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
+from catalog_builder.records import PairRecord, SourceError, SourceProblem
+from catalog_builder.sources.base import ReleaseSource
+from catalog_builder.stac import GEOJSON_MEDIA_TYPE, asset_path, build_item, item_path
+from catalog_builder.store import STAGE_COG, STAGE_ITEM, ManifestEntry, OutputStore, json_bytes, put, sha256_hex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairOutcome:
+    """What building one unit produced."""
+
+    unit: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    """The S2 and S1 items (empty when the pair failed)."""
+    manifest: list[ManifestEntry] = field(default_factory=list)
+    skipped: bool = False
+    """True when the outputs already matched their recorded sizes and checksums."""
+    problem: SourceProblem | None = None
+
+
+def encode_pair(pair: PairRecord, pixels: dict[str, np.ndarray], layout: Layout,
+                options: CogOptions = CogOptions()) -> dict[str, dict[str, CogBytes]]:
+    """COGs of both sides of a pair: modality -> asset key -> encoded COG."""
+    out: dict[str, dict[str, CogBytes]] = {}
+    for modality, patch in (("s2", pair.s2), ("s1", pair.s1)):
+        origin = (patch.bounds[0], patch.bounds[1])
+        cogs = {}
+        for key, bands in band_groups(modality, layout).items():  # type: ignore[arg-type]
+            res = BANDS[bands[0]].resolution
+            cogs[key] = encode_cog([pixels[b] for b in bands], patch.epsg, origin, res, bands, options)
+        out[modality] = cogs
+    return out
+
+
+def _existing(store: OutputStore, path: str, verify: bool) -> list[ManifestEntry] | None:
+    """Manifest entries of an item and its assets if all are present and match, else ``None``."""
+    raw = store.read(path)
+    if raw is None:
+        return None
+    try:
+        item = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    base = path.rsplit("/", 1)[0]
+    entries = [ManifestEntry(path, len(raw), sha256_hex(raw), GEOJSON_MEDIA_TYPE, STAGE_ITEM)]
+    for asset in item.get("assets", {}).values():
+        apath = f"{base}/{asset['href'].removeprefix('./')}"
+        expected = asset.get("file:checksum", "")[4:]
+        if verify:
+            data = store.read(apath)
+            if data is None or len(data) != asset.get("file:size") or sha256_hex(data) != expected:
+                return None
+        elif store.size(apath) != asset.get("file:size"):
+            return None
+        entries.append(ManifestEntry(apath, asset["file:size"], expected, COG_MEDIA_TYPE, STAGE_COG))
+    return entries
+
+
+def resume_state(store: OutputStore, pair: PairRecord, verify: bool = True) -> tuple[list[dict[str, Any]], list[ManifestEntry]] | None:
+    """The items and manifest of a pair already built and intact, or ``None`` to rebuild it."""
+    items: list[dict[str, Any]] = []
+    manifest: list[ManifestEntry] = []
+    for collection, patch in ((S2_COLLECTION, pair.s2), (S1_COLLECTION, pair.s1)):
+        path = item_path(collection, pair.tile, patch.id)
+        entries = _existing(store, path, verify)
+        if entries is None:
+            return None
+        items.append(json.loads(store.read(path) or b"{}"))
+        manifest.extend(entries)
+    return items, manifest
+
+
+def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Layout,
+               options: CogOptions = CogOptions(), verify_existing: bool = True) -> PairOutcome:
+    """Read, encode and write one pair; a bad input becomes a :class:`SourceProblem`, not an exception."""
+    outcome = PairOutcome(unit)
+    try:
+        pair = source.read_pair(unit)
+        done = resume_state(store, pair, verify_existing)
+        if done is not None:
+            outcome.items, outcome.manifest = done
+            outcome.skipped = True
+            return outcome
+        pixels = source.read_pixels(pair)
+    except SourceError as exc:
+        outcome.problem = exc.record
+        return outcome
+    cogs = encode_pair(pair, pixels, layout, options)
+    for modality, collection, patch in (("s2", S2_COLLECTION, pair.s2), ("s1", S1_COLLECTION, pair.s1)):
+        for key, cog in cogs[modality].items():
+            path = asset_path(collection, pair.tile, patch.id, key)
+            store.write(path, cog.data, COG_MEDIA_TYPE)
+            outcome.manifest.append(ManifestEntry(path, cog.size, cog.sha256, COG_MEDIA_TYPE, STAGE_COG))
+        item = build_item(pair, modality, cogs[modality], layout)
+        # The item is written after its COGs: an item on disk means its assets are complete.
+        outcome.manifest.append(put(store, item_path(collection, pair.tile, patch.id), json_bytes(item), GEOJSON_MEDIA_TYPE, STAGE_ITEM))
+        outcome.items.append(item)
+    return outcome
+
+
+def build_batch(source: ReleaseSource, store: OutputStore, units: list[str], layout: Layout,
+                options: CogOptions = CogOptions(), verify_existing: bool = True) -> list[PairOutcome]:
+    """:func:`build_pair` over a batch of units (one Dask task)."""
+    return [build_pair(source, store, u, layout, options, verify_existing) for u in units]

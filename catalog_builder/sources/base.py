@@ -1,0 +1,87 @@
+"""What every release reader provides, and the pixel checks they share."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.io import MemoryFile
+
+from bigearth_stac.vocab import BANDS
+from catalog_builder.records import PairRecord, SourceError
+
+
+class ReleaseSource(Protocol):
+    """A BigEarthNet release as units of work, records and pixels."""
+
+    release: str
+
+    def units(self) -> list[str]:
+        """Cheap names of the pairs to build (no file is parsed); sorted, stable across runs."""
+        ...
+
+    def read_pair(self, unit: str) -> PairRecord:
+        """Parse the metadata of one pair; raises :class:`SourceError` naming the file at fault."""
+        ...
+
+    def read_pixels(self, pair: PairRecord) -> dict[str, np.ndarray]:
+        """All bands of the pair (S2 and S1) by band name, checked for shape and dtype."""
+        ...
+
+    def unpaired(self) -> list[tuple[str, str]]:
+        """(location, problem) for patches that have no partner and so build nothing."""
+        ...
+
+
+def decode_band(data: bytes, band: str, pair: str, where: str, epsg: int, origin: tuple[float, float]) -> np.ndarray:
+    """Decode one raw single-band GeoTIFF and check it against what the band must be.
+
+    Checks: a readable GeoTIFF with one band, the band's dtype and size, the patch CRS, and the
+    upper-left corner given by the metadata JSON.
+    """
+    spec = BANDS[band]
+    try:
+        with MemoryFile(data) as mem, mem.open(driver="GTiff") as src:
+            if src.count != 1:
+                raise SourceError(pair, where, f"expected 1 band, found {src.count}")
+            if src.dtypes[0] != spec.dtype:
+                raise SourceError(pair, where, f"expected dtype {spec.dtype}, found {src.dtypes[0]}")
+            if (src.height, src.width) != (spec.size, spec.size):
+                raise SourceError(
+                    pair, where,
+                    f"wrong shape {src.height}x{src.width}; band {band} at {spec.resolution} m "
+                    f"must be {spec.size}x{spec.size}",
+                )
+            if src.crs is None or src.crs.to_epsg() != epsg:
+                raise SourceError(pair, where, f"CRS {src.crs} does not match EPSG:{epsg} of the metadata")
+            t = src.transform
+            if abs(t.c - origin[0]) > 1e-6 or abs(t.f - origin[1]) > 1e-6:
+                raise SourceError(
+                    pair, where, f"origin ({t.c}, {t.f}) does not match the metadata ({origin[0]}, {origin[1]})"
+                )
+            if abs(t.a - spec.resolution) > 1e-6 or abs(t.e + spec.resolution) > 1e-6:
+                raise SourceError(pair, where, f"pixel size ({t.a}, {t.e}) is not {spec.resolution} m")
+            return src.read(1)
+    except RasterioIOError as exc:
+        raise SourceError(pair, where, f"not a readable GeoTIFF ({exc})") from None
+
+
+def open_source(
+    s2: str,
+    s1: str,
+    release: str = "v1",
+    tables: str | None = None,
+    settings: object | None = None,
+) -> ReleaseSource:
+    """The reader for a release over two raw roots (local paths or s3:// URLs)."""
+    from catalog_builder.rawio import open_reader
+    from catalog_builder.sources.v1 import V1Source
+
+    if release in ("v1", "v1.0"):
+        return V1Source(open_reader(s2, settings), open_reader(s1, settings), tables_dir=tables)
+    raise ValueError(f"unknown release {release!r}; this version reads 'v1'")
+
+
+__all__ = ["PairRecord", "ReleaseSource", "decode_band", "open_source"]

@@ -1,0 +1,222 @@
+"""BigEarthNet v1.0 (BigEarthNet-MM): a folder per patch, a ``*_labels_metadata.json`` each.
+
+Real quirks handled here: the S1 JSON calls the lower-right y ``lly``; names do not always hold
+a well-formed time (``S2B_MSIL2A_20170924T93020_69_24``), so time comes from the JSON; S1 and S2
+of a pair are acquired on different days.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+
+from bigearth_stac.vocab import LABELS_43, RELEASE_V1, S1_BAND_NAMES, S2_BAND_NAMES, to_19
+from catalog_builder.rawio import RawReader
+from catalog_builder.records import PairRecord, PatchRecord, SourceError
+from catalog_builder.sources.base import decode_band
+from catalog_builder.tables import OfficialTables, load_tables
+
+log = logging.getLogger(__name__)
+
+S2_NAME = re.compile(r"^S2[AB]_MSIL2A_\d{8}T\d{4,6}_\d+_\d+$")
+S1_NAME = re.compile(r"^S1[AB]_IW_GRDH_1SDV_\d{8}T\d{6}_(\d{2}[C-X][A-Z]{2})_\d+_\d+$")
+TILE_IN_PRODUCT = re.compile(r"_T(\d{2}[C-X][A-Z]{2})_")
+_LABEL_ORDER = {name: i for i, name in enumerate(LABELS_43)}
+
+
+@lru_cache(maxsize=256)
+def epsg_of(wkt: str) -> int | None:
+    """EPSG code of a WKT projection (cached: a release has a handful of distinct ones)."""
+    try:
+        return CRS.from_wkt(wkt).to_epsg()
+    except Exception:  # noqa: BLE001 - any parse failure is reported by the caller
+        return None
+
+
+def parse_time(value: Any) -> datetime:
+    """``2017-06-17 11:33:21`` (S2) or ``2017-06-13T16:50:43`` (S1), UTC."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a string: {value!r}")
+    return datetime.fromisoformat(value.strip().replace(" ", "T")).replace(tzinfo=timezone.utc)
+
+
+class V1Source:
+    """Reader of the v1 layout: an S2 root and an S1 root, a folder per patch.
+
+    The unit of work is an S1 folder: its JSON names the S2 partner. S2 folders that no S1
+    folder names are reported by :meth:`unpaired`.
+    """
+
+    release = RELEASE_V1
+
+    def __init__(self, s2: RawReader, s1: RawReader, tables_dir: str | None = None,
+                 tables: OfficialTables | None = None) -> None:
+        self.s2 = s2
+        self.s1 = s1
+        self.tables_dir = tables_dir
+        self._tables = tables
+
+    @property
+    def tables(self) -> OfficialTables:
+        if self._tables is None:
+            self._tables = load_tables(self.tables_dir)
+        return self._tables
+
+    def with_tables_for(self, units: list[str]) -> V1Source:
+        """A copy carrying only the table rows these units need (cheap to ship to workers)."""
+        s2_names = {self.tables_s2_of(u) for u in units} - {None}
+        return V1Source(self.s2, self.s1, self.tables_dir, self.tables.subset(s2_names))  # type: ignore[arg-type]
+
+    def tables_s2_of(self, s1_name: str) -> str | None:
+        return self._s2_of_s1().get(s1_name)
+
+    def _s2_of_s1(self) -> dict[str, str]:
+        cache = getattr(self, "_s2_by_s1", None)
+        if cache is None:
+            cache = {s1: s2 for s2, s1 in self.tables.s1_of.items()}
+            self._s2_by_s1 = cache
+        return cache
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def units(self) -> list[str]:
+        return [n for n in self.s1.listdir("") if not n.startswith(".")]
+
+    def unpaired(self) -> list[tuple[str, str]]:
+        s1_names = set(self.units())
+        problems = []
+        for s2 in self.s2.listdir(""):
+            if s2.startswith("."):
+                continue
+            partner = self.tables.s1_of.get(s2)
+            if partner is not None and partner not in s1_names:
+                problems.append((self.s2.describe(s2), f"its S1 partner {partner} is missing from the S1 root"))
+        return problems
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _json(self, reader: RawReader, folder: str, pair: str) -> tuple[dict[str, Any], str]:
+        name = f"{folder}/{folder}_labels_metadata.json"
+        try:
+            raw = reader.read(name)
+        except FileNotFoundError:
+            raise SourceError(pair, reader.describe(name), "metadata JSON is missing") from None
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceError(pair, reader.describe(name), f"malformed JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise SourceError(pair, reader.describe(name), "metadata JSON is not an object")
+        return doc, name
+
+    def _labels(self, doc: dict[str, Any], pair: str, where: str) -> tuple[str, ...]:
+        labels = doc.get("labels")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise SourceError(pair, where, f"'labels' must be a non-empty list of names, got {labels!r}")
+        unknown = [x for x in labels if x not in _LABEL_ORDER]
+        if unknown:
+            from bigearth_stac.vocab import closest
+
+            hints = {u: closest(u, LABELS_43) for u in unknown}
+            detail = "; ".join(f"{u!r} (closest: {', '.join(h) or 'none'})" for u, h in hints.items())
+            raise SourceError(pair, where, f"unknown CLC Level-3 label(s): {detail}")
+        return tuple(sorted(set(labels), key=_LABEL_ORDER.__getitem__))
+
+    def _patch(self, reader: RawReader, folder: str, modality: str, pair: str) -> PatchRecord:
+        doc, name = self._json(reader, folder, pair)
+        where = reader.describe(name)
+        coords = doc.get("coordinates")
+        lr_y_key = "lly" if modality == "s1" else "lry"
+        if not isinstance(coords, dict):
+            raise SourceError(pair, where, "'coordinates' is missing")
+        # v1's S1 JSON names the lower-right y 'lly'; accept either spelling on both sides.
+        lry = coords.get(lr_y_key, coords.get("lry" if lr_y_key == "lly" else "lly"))
+        try:
+            bounds = (float(coords["ulx"]), float(coords["uly"]), float(coords["lrx"]), float(lry))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(pair, where, f"'coordinates' needs ulx, uly, lrx, {lr_y_key}: got {coords!r}") from None
+        if not (bounds[2] - bounds[0] == 1200 and bounds[1] - bounds[3] == 1200):
+            raise SourceError(pair, where, f"coordinates {bounds} do not span 1200 m x 1200 m")
+        time_key = "acquisition_time" if modality == "s1" else "acquisition_date"
+        try:
+            when = parse_time(doc.get(time_key))
+        except ValueError as exc:
+            raise SourceError(pair, where, f"bad '{time_key}': {exc}") from None
+        epsg = epsg_of(str(doc.get("projection", "")))
+        if epsg is None:
+            raise SourceError(pair, where, "'projection' is not a WKT with an EPSG code")
+        bands = S1_BAND_NAMES if modality == "s1" else S2_BAND_NAMES
+        source_key = "scene_source" if modality == "s1" else "tile_source"
+        return PatchRecord(
+            id=folder,
+            modality=modality,
+            datetime=when,
+            epsg=epsg,
+            bounds=bounds,
+            band_files={b: f"{folder}/{folder}_{b}.tif" for b in bands},
+            source_product=str(doc.get(source_key, "")),
+            labels_43=self._labels(doc, pair, where),
+            metadata_file=name,
+        )
+
+    def read_pair(self, unit: str) -> PairRecord:
+        s1_name = unit
+        m = S1_NAME.match(s1_name)
+        if not m:
+            raise SourceError(s1_name, self.s1.describe(s1_name), "folder name is not a v1 S1 patch name")
+        s1 = self._patch(self.s1, s1_name, "s1", s1_name)
+        doc, name = self._json(self.s1, s1_name, s1_name)
+        s2_name = doc.get("corresponding_s2_patch")
+        if not isinstance(s2_name, str) or not S2_NAME.match(s2_name):
+            raise SourceError(s1_name, self.s1.describe(name), f"'corresponding_s2_patch' is not an S2 patch name: {s2_name!r}")
+        try:
+            self.s2.listdir(s2_name)
+        except FileNotFoundError:
+            raise SourceError(s2_name, self.s2.describe(s2_name), f"S2 partner of {s1_name} is missing") from None
+        s2 = self._patch(self.s2, s2_name, "s2", s2_name)
+        if s1.epsg != s2.epsg or s1.bounds != s2.bounds:
+            raise SourceError(
+                s2_name, self.s1.describe(s1.metadata_file),
+                f"S1 grid (EPSG:{s1.epsg}, {s1.bounds}) differs from its S2 partner (EPSG:{s2.epsg}, {s2.bounds})",
+            )
+        facts = self.tables.facts(s2_name)
+        if facts.s1_name is not None and facts.s1_name != s1_name:
+            raise SourceError(s2_name, self.s1.describe(name), f"official tables pair {s2_name} with {facts.s1_name}, not {s1_name}")
+        tm = TILE_IN_PRODUCT.search(s2.source_product)
+        tile = tm.group(1) if tm else m.group(1)
+        labels = s2.labels_43
+        return PairRecord(
+            s2=s2,
+            s1=s1,
+            tile=tile,
+            labels_43=labels,
+            labels_19=tuple(to_19(labels)),
+            split=facts.split,
+            country=facts.country,
+            season=facts.season,
+            seasonal_snow=facts.seasonal_snow,
+            cloud_or_shadow=facts.cloud_or_shadow,
+            release=self.release,
+        )
+
+    # -- pixels ---------------------------------------------------------------------------
+
+    def read_pixels(self, pair: PairRecord) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for patch, reader in ((pair.s2, self.s2), (pair.s1, self.s1)):
+            origin = (patch.bounds[0], patch.bounds[1])
+            for band, name in patch.band_files.items():
+                where = reader.describe(name)
+                try:
+                    data = reader.read(name)
+                except FileNotFoundError:
+                    raise SourceError(patch.id, where, f"band {band} is missing") from None
+                out[band] = decode_band(data, band, patch.id, where, patch.epsg, origin)
+        return out

@@ -1,0 +1,384 @@
+"""Records + encoded assets -> STAC Items, Collections and the root Catalog, as plain dicts.
+
+Items are built as dicts (no pystac in the per-pair path: it is slow and holds objects); the
+tests validate every one of them with pystac against the published extension schemas.
+
+Layout of a catalog, relative to its root (keys are partitioned by tile, see DESIGN.md #12)::
+
+    catalog.json
+    bigearthnet-s2/collection.json
+    bigearthnet-s2/<tile>/<id>/<id>.json          one item per patch
+    bigearthnet-s2/<tile>/<id>/<id>_<asset>.tif   its COGs
+    bigearthnet-s1/...                            same for Sentinel-1
+    index/bigearthnet-s2.parquet                  stac-geoparquet search index
+    schema/v1.0.0/schema.json                     the bigearthnet: extension's JSON Schema
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from pyproj import Transformer
+
+from bigearth_stac.vocab import (
+    BAND_STATS,
+    BANDS,
+    CLC_CODES,
+    CLC_COLOURS,
+    CODE_OF_43,
+    COUNTRIES,
+    LABELS_19,
+    LABELS_43,
+    MAP_43_TO_19,
+    PREFIX,
+    S1_COLLECTION,
+    S2_COLLECTION,
+    SCHEMA_URI,
+    SEASONS,
+    SPLITS,
+    Layout,
+    band_groups,
+)
+from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes
+from catalog_builder.records import PairRecord, PatchRecord
+
+STAC_VERSION = "1.1.0"
+EXT = {
+    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "sar": "https://stac-extensions.github.io/sar/v1.3.0/schema.json",
+    "sci": "https://stac-extensions.github.io/scientific/v1.0.0/schema.json",
+    "item_assets": "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json",
+    "bigearthnet": SCHEMA_URI,
+}
+INDEX_MEDIA_TYPE = "application/vnd.apache.parquet"
+JSON_MEDIA_TYPE = "application/json"
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+LICENSE = "CDLA-Permissive-1.0"
+CITATION = (
+    "G. Sumbul, A. de Wall, T. Kreuziger, F. Marcelino, H. Costa, P. Benevides, M. Caetano, "
+    "B. Demir, V. Markl, \"BigEarthNet-MM: A Large Scale Multi-Modal Multi-Label Benchmark "
+    "Archive for Remote Sensing Image Classification and Retrieval\", IEEE Geoscience and "
+    "Remote Sensing Magazine, 9(3), 174-180, 2021."
+)
+DOI = "10.1109/MGRS.2021.3089174"
+S2_DOI = "10.1109/IGARSS.2019.8900532"
+
+
+def P(name: str) -> str:
+    """A property name of the project's own extension (``bigearthnet:<name>``)."""
+    return f"{PREFIX}:{name}"
+
+
+def item_dir(collection: str, tile: str, item_id: str) -> str:
+    """Folder of an item, relative to the catalog root."""
+    return f"{collection}/{tile}/{item_id}"
+
+
+def item_path(collection: str, tile: str, item_id: str) -> str:
+    """Path of an item's JSON, relative to the catalog root."""
+    return f"{item_dir(collection, tile, item_id)}/{item_id}.json"
+
+
+def asset_path(collection: str, tile: str, item_id: str, key: str) -> str:
+    """Path of an item's COG, relative to the catalog root."""
+    return f"{item_dir(collection, tile, item_id)}/{item_id}_{key}.tif"
+
+
+@lru_cache(maxsize=64)
+def _to_wgs84(epsg: int) -> Transformer:
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
+def footprint(patch: PatchRecord) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON polygon (WGS84, counter-clockwise) and bbox of a patch from its UTM corners."""
+    ulx, uly, lrx, lry = patch.bounds
+    xs = [ulx, ulx, lrx, lrx, ulx]
+    ys = [uly, lry, lry, uly, uly]
+    lon, lat = _to_wgs84(patch.epsg).transform(xs, ys)
+    ring = [[round(x, 7), round(y, 7)] for x, y in zip(lon, lat)]
+    bbox = [min(r[0] for r in ring), min(r[1] for r in ring), max(r[0] for r in ring), max(r[1] for r in ring)]
+    return {"type": "Polygon", "coordinates": [ring]}, bbox
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _band_entry(name: str) -> dict[str, Any]:
+    band = BANDS[name]
+    mean, std = BAND_STATS[name]
+    entry: dict[str, Any] = {"name": name}
+    if band.common_name:
+        entry["eo:common_name"] = band.common_name
+        entry["eo:center_wavelength"] = band.center_wavelength
+        entry["eo:full_width_half_max"] = band.full_width_half_max
+    else:
+        entry["description"] = f"{name} backscatter"
+    entry["data_type"] = band.dtype
+    if band.dtype == "float32":
+        entry["unit"] = "dB"
+    entry["raster:spatial_resolution"] = band.resolution
+    entry["statistics"] = {"mean": mean, "stddev": std}
+    return entry
+
+
+def asset_template(bands: tuple[str, ...]) -> dict[str, Any]:
+    """Asset fields that depend only on the band group (shared by items and ``item_assets``)."""
+    res = BANDS[bands[0]].resolution
+    title = bands[0] if len(bands) == 1 else f"{', '.join(bands)} ({res} m)"
+    return {
+        "type": COG_MEDIA_TYPE,
+        "title": title,
+        "roles": ["data"],
+        "gsd": res,
+        "bands": [_band_entry(b) for b in bands],
+    }
+
+
+def _common_properties(pair: PairRecord, patch: PatchRecord) -> dict[str, Any]:
+    return {
+        "proj:code": f"EPSG:{patch.epsg}",
+        "proj:epsg": patch.epsg,  # projection v2 dropped it, but stackstac reads only this
+        "proj:bbox": list(patch.bounds[i] for i in (0, 3, 2, 1)),
+        P("labels_43"): list(pair.labels_43),
+        P("label_codes_43"): [CODE_OF_43[n] for n in pair.labels_43],
+        P("labels_19"): list(pair.labels_19),
+        P("split"): pair.split,
+        P("country"): pair.country,
+        P("season"): pair.season,
+        P("seasonal_snow"): pair.seasonal_snow,
+        P("cloud_or_shadow"): pair.cloud_or_shadow,
+        P("tile"): pair.tile,
+        P("s2_id"): pair.s2.id,
+        P("s1_id"): pair.s1.id,
+        P("release"): pair.release,
+        P("source_product"): patch.source_product,
+    }
+
+
+def build_item(
+    pair: PairRecord,
+    modality: str,
+    cogs: Mapping[str, CogBytes],
+    layout: Layout,
+) -> dict[str, Any]:
+    """The STAC Item (a dict) of one side of a pair; ``cogs`` maps asset key -> encoded COG."""
+    patch = pair.s2 if modality == "s2" else pair.s1
+    collection = S2_COLLECTION if modality == "s2" else S1_COLLECTION
+    geometry, bbox = footprint(patch)
+    props: dict[str, Any] = {"datetime": _iso(patch.datetime)}
+    extensions = [EXT["proj"], EXT["raster"], EXT["file"], EXT["bigearthnet"]]
+    if modality == "s2":
+        props.update(
+            platform=f"sentinel-2{patch.id[2].lower()}",
+            constellation="sentinel-2",
+            instruments=["msi"],
+            gsd=10,
+        )
+        extensions.insert(1, EXT["eo"])
+    else:
+        props.update(
+            {
+                "platform": f"sentinel-1{patch.id[2].lower()}",
+                "constellation": "sentinel-1",
+                "instruments": ["c-sar"],
+                "gsd": 10,
+                "sar:instrument_mode": "IW",
+                "sar:frequency_band": "C",
+                "sar:center_frequency": 5.405,
+                "sar:polarizations": ["VV", "VH"],
+                "sar:product_type": "GRD",
+            }
+        )
+        extensions.insert(1, EXT["sar"])
+    props.update(_common_properties(pair, patch))
+    props[P("layout")] = layout
+
+    ulx, uly = patch.bounds[0], patch.bounds[1]
+    assets: dict[str, Any] = {}
+    for key, bands in band_groups(modality, layout).items():  # type: ignore[arg-type]
+        cog = cogs[key]
+        res = BANDS[bands[0]].resolution
+        size = BANDS[bands[0]].size
+        asset = {"href": f"./{patch.id}_{key}.tif"}
+        asset.update(asset_template(bands))
+        asset.update(
+            {
+                "proj:shape": [size, size],
+                "proj:transform": [res, 0.0, ulx, 0.0, -res, uly],
+                "file:size": cog.size,
+                "file:checksum": cog.multihash,
+            }
+        )
+        assets[key] = asset
+
+    partner_collection, partner = (S1_COLLECTION, pair.s1) if modality == "s2" else (S2_COLLECTION, pair.s2)
+    links = [
+        {"rel": "root", "href": "../../../catalog.json", "type": JSON_MEDIA_TYPE},
+        {"rel": "parent", "href": "../../collection.json", "type": JSON_MEDIA_TYPE},
+        {"rel": "collection", "href": "../../collection.json", "type": JSON_MEDIA_TYPE},
+        {
+            "rel": "related",
+            "href": f"../../../{item_path(partner_collection, pair.tile, partner.id)}",
+            "type": GEOJSON_MEDIA_TYPE,
+            "title": f"{'Sentinel-1' if modality == 's2' else 'Sentinel-2'} partner {partner.id}",
+        },
+    ]
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": extensions,
+        "id": patch.id,
+        "collection": collection,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": props,
+        "links": links,
+        "assets": assets,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Collections and catalog
+# ---------------------------------------------------------------------------------------------
+
+
+def class_table() -> dict[str, Any]:
+    """Both nomenclatures, their codes, colours, the official mapping and named orders."""
+    return {
+        P("classes_43"): [
+            {"code": code, "name": name, "color_hint": CLC_COLOURS[code].lstrip("#"), "class_19": MAP_43_TO_19[name]}
+            for code, name in CLC_CODES.items()
+        ],
+        P("classes_19"): [{"index": i, "name": n} for i, n in enumerate(LABELS_19)],
+        P("class_orders"): {
+            "original": "order of label_indices.json (the paper's; torchgeo's)",
+            "lex": "names sorted lexicographically (ConfigILM's default)",
+        },
+    }
+
+
+def _extent(items_summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "spatial": {"bbox": [items_summary["bbox"]]},
+        "temporal": {"interval": [[items_summary["start"], items_summary["end"]]]},
+    }
+
+
+def build_collection(
+    modality: str,
+    summary: Mapping[str, Any],
+    layout: Layout,
+    index_href: str | None,
+) -> dict[str, Any]:
+    """A collection dict. ``summary`` holds ``bbox``, ``start``, ``end``, ``count``, ``epsg``, ``platforms``."""
+    s2 = modality == "s2"
+    cid = S2_COLLECTION if s2 else S1_COLLECTION
+    item_assets = {key: asset_template(bands) for key, bands in band_groups(modality, layout).items()}  # type: ignore[arg-type]
+    summaries: dict[str, Any] = {
+        "platform": sorted(summary["platforms"]),
+        "constellation": ["sentinel-2" if s2 else "sentinel-1"],
+        "instruments": ["msi" if s2 else "c-sar"],
+        "gsd": [10],
+        "proj:code": [f"EPSG:{e}" for e in sorted(summary["epsg"])],
+        P("labels_43"): list(LABELS_43),
+        P("labels_19"): list(LABELS_19),
+        P("split"): list(SPLITS),
+        P("country"): list(COUNTRIES),
+        P("season"): list(SEASONS),
+    }
+    if not s2:
+        summaries.update({"sar:instrument_mode": ["IW"], "sar:polarizations": ["VV", "VH"], "sar:product_type": ["GRD"]})
+    coll: dict[str, Any] = {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [EXT["item_assets"], EXT["sci"], EXT["bigearthnet"]],
+        "id": cid,
+        "title": f"BigEarthNet v1.0 {'Sentinel-2 L2A' if s2 else 'Sentinel-1 GRD'} patches",
+        "description": (
+            f"{'Sentinel-2 L2A (12 bands at 10/20/60 m)' if s2 else 'Sentinel-1 GRD IW (VV, VH backscatter in dB)'} "
+            "patches of 1.2 km x 1.2 km from BigEarthNet-MM v1.0, with multi-labels in both the "
+            "43-class CORINE Land Cover Level-3 and the 19-class nomenclature, official splits, "
+            "seasonal-snow and cloud/shadow flags. Each item links to its partner in the other "
+            "collection."
+        ),
+        "keywords": ["BigEarthNet", "Sentinel-2" if s2 else "Sentinel-1", "CORINE", "land cover", "multi-label"],
+        "license": LICENSE,
+        "providers": [
+            {"name": "Remote Sensing Image Analysis (RSiM) Group, TU Berlin", "roles": ["producer", "licensor"], "url": "https://bigearth.net"},
+            {"name": "European Space Agency, Copernicus Programme", "roles": ["producer"], "url": "https://www.copernicus.eu"},
+            {"name": "bigearth-stac", "roles": ["processor"]},
+        ],
+        "extent": _extent(summary),
+        "summaries": summaries,
+        "item_assets": item_assets,
+        "sci:doi": DOI,
+        "sci:citation": CITATION,
+        "sci:publications": [{"doi": S2_DOI, "citation": "G. Sumbul, M. Charfuelan, B. Demir, V. Markl, \"BigEarthNet: A Large-Scale Benchmark Archive for Remote Sensing Image Understanding\", IGARSS 2019."}],
+        P("item_count"): summary["count"],
+        P("layout"): layout,
+        **class_table(),
+        "links": [
+            {"rel": "root", "href": "../catalog.json", "type": JSON_MEDIA_TYPE},
+            {"rel": "parent", "href": "../catalog.json", "type": JSON_MEDIA_TYPE},
+            {"rel": "license", "href": "https://cdla.dev/permissive-1-0/", "title": "CDLA-Permissive-1.0"},
+            {"rel": "cite-as", "href": f"https://doi.org/{DOI}"},
+        ],
+        "assets": {},
+    }
+    if index_href is not None:
+        coll["assets"]["geoparquet-items"] = {
+            "href": index_href,
+            "type": INDEX_MEDIA_TYPE,
+            "title": "stac-geoparquet index of every item (the catalog's search engine)",
+            "roles": ["stac-items", "index"],
+        }
+    return coll
+
+
+def build_catalog(collection_ids: Iterable[str]) -> dict[str, Any]:
+    """The root catalog linking to the collections."""
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": "bigearthnet",
+        "title": "BigEarthNet (cloud-native)",
+        "description": (
+            "BigEarthNet as Cloud-Optimized GeoTIFFs and STAC, with a stac-geoparquet index per "
+            "collection for search by label, region, time, split, country and season."
+        ),
+        "links": [{"rel": "root", "href": "./catalog.json", "type": JSON_MEDIA_TYPE}]
+        + [{"rel": "child", "href": f"./{cid}/collection.json", "type": JSON_MEDIA_TYPE, "title": cid} for cid in collection_ids],
+    }
+
+
+class ExtentAccumulator:
+    """Running bbox, time range, count, CRSs and platforms of the items of one collection."""
+
+    def __init__(self) -> None:
+        self.bbox = [180.0, 90.0, -180.0, -90.0]
+        self.start: str | None = None
+        self.end: str | None = None
+        self.count = 0
+        self.epsg: set[int] = set()
+        self.platforms: set[str] = set()
+
+    def add(self, item: Mapping[str, Any]) -> None:
+        b = item["bbox"]
+        self.bbox = [min(self.bbox[0], b[0]), min(self.bbox[1], b[1]), max(self.bbox[2], b[2]), max(self.bbox[3], b[3])]
+        dt = item["properties"]["datetime"]
+        self.start = dt if self.start is None or dt < self.start else self.start
+        self.end = dt if self.end is None or dt > self.end else self.end
+        self.count += 1
+        self.epsg.add(item["properties"]["proj:epsg"])
+        self.platforms.add(item["properties"]["platform"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"bbox": self.bbox, "start": self.start, "end": self.end, "count": self.count,
+                "epsg": self.epsg, "platforms": self.platforms}

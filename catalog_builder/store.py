@@ -1,0 +1,158 @@
+"""Where a catalog is written: a local folder (here) or s3:// (``catalog_builder.s3store``).
+
+Every store writes whole objects by path relative to the catalog root, can read them back, and
+knows each object's size. Local writes are atomic (temporary file + rename), so a killed build
+never leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.parquet"
+
+#: Publish order: a reader that sees an object of stage N finds every object of stages < N.
+STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One object of a catalog: where it is, what it must be, and when it may be published."""
+
+    path: str
+    size: int
+    sha256: str
+    media_type: str
+    stage: int
+
+
+@runtime_checkable
+class OutputStore(Protocol):
+    """A catalog's destination: whole objects by path relative to its root."""
+
+    url: str
+    """The root, as a user would name it (a folder or ``s3://bucket/prefix``)."""
+
+    def write(self, path: str, data: bytes, media_type: str) -> None: ...
+
+    def read(self, path: str) -> bytes | None:
+        """The object's bytes, or ``None`` if it does not exist."""
+        ...
+
+    def size(self, path: str) -> int | None:
+        """The object's size, or ``None`` if it does not exist."""
+        ...
+
+
+class LocalStore:
+    """An :class:`OutputStore` over a local folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, path: str) -> Path:
+        full = (self.root / path).resolve()
+        if self.root not in full.parents and full != self.root:
+            raise ValueError(f"refusing to write outside the catalog root: {path!r}")
+        return full
+
+    def write(self, path: str, data: bytes, media_type: str) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return self._path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def size(self, path: str) -> int | None:
+        try:
+            return self._path(path).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def __reduce__(self):
+        return (LocalStore, (str(self.root),))
+
+
+def open_store(location: str, settings: object | None = None) -> OutputStore:
+    """A store for a local folder or ``s3://bucket/prefix``."""
+    if location.startswith("s3://"):
+        from catalog_builder.s3store import S3Store  # optional dependency: boto3
+
+        return S3Store(location, settings=settings)
+    if "://" in location:
+        raise ValueError(f"unsupported output location {location!r}: use a local folder or s3://")
+    return LocalStore(location)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(store: OutputStore, path: str, data: bytes, media_type: str, stage: int) -> ManifestEntry:
+    """Write an object and return its manifest entry."""
+    store.write(path, data, media_type)
+    return ManifestEntry(path, len(data), sha256_hex(data), media_type, stage)
+
+
+def json_bytes(doc: Any, pretty: bool = False) -> bytes:
+    """Deterministic JSON encoding (the same document always gives the same bytes)."""
+    if pretty:
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("sha256", pa.string()),
+        ("media_type", pa.string()),
+        ("stage", pa.int8()),
+    ]
+)
+
+
+def manifest_bytes(entries: Iterable[ManifestEntry]) -> bytes:
+    """The manifest as Parquet, sorted by (stage, path)."""
+    rows = sorted(entries, key=lambda e: (e.stage, e.path))
+    table = pa.table(
+        {
+            "path": [e.path for e in rows],
+            "size": [e.size for e in rows],
+            "sha256": [e.sha256 for e in rows],
+            "media_type": [e.media_type for e in rows],
+            "stage": [e.stage for e in rows],
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def read_manifest(data: bytes) -> list[ManifestEntry]:
+    """Parse manifest bytes written by :func:`manifest_bytes`."""
+    table = pq.read_table(pa.BufferReader(data))
+    return [ManifestEntry(**row) for row in table.to_pylist()]
