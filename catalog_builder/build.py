@@ -127,15 +127,22 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
     units = source.units()
     if options.limit is not None:
         units = units[: options.limit]
+    full_source = source
     if hasattr(source, "with_tables_for"):
         source = source.with_tables_for(units)  # ship only the table rows these pairs need
     report = BuildReport(url=store.url, pairs=len(units))
+    discard = getattr(store, "discard_partials", None)
+    if discard is not None and (stale := discard()):
+        log.info("removed %d partial files of an interrupted build", stale)
     items: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
     extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
     done = 0
+    partners: set[str] = set()
     for batch in _outcomes(source, store, units, options):
         for outcome in batch:
             done += 1
+            if outcome.partner is not None:
+                partners.add(outcome.partner)
             if outcome.problem is not None:
                 report.problems.append(outcome.problem)
                 continue
@@ -147,7 +154,7 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
                 extents[item["collection"]].add(item)
         if progress is not None:
             progress(done, len(units))
-    for location, problem in source.unpaired():
+    for location, problem in full_source.unpaired(partners) if options.limit is None else []:
         report.problems.append(SourceProblem(location.rsplit("/", 1)[-1], location, problem))
     report.problems.sort(key=lambda p: (p.pair, p.file))
 

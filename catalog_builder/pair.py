@@ -28,6 +28,8 @@ class PairOutcome:
     """What building one unit produced."""
 
     unit: str
+    partner: str | None = None
+    """S2 name of the pair, once the unit's metadata named it."""
     items: list[dict[str, Any]] = field(default_factory=list)
     """The S2 and S1 items (empty when the pair failed)."""
     manifest: list[ManifestEntry] = field(default_factory=list)
@@ -94,6 +96,7 @@ def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Lay
     outcome = PairOutcome(unit)
     try:
         pair = source.read_pair(unit)
+        outcome.partner = pair.s2.id
         done = resume_state(store, pair, verify_existing)
         if done is not None:
             outcome.items, outcome.manifest = done

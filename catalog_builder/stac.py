@@ -46,8 +46,10 @@ from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes
 from catalog_builder.records import PairRecord, PatchRecord
 
 STAC_VERSION = "1.1.0"
+# Projection v1.2.0, not v2.0.0: v2.0.0 forbids ``proj:epsg``, which stackstac still needs beside
+# ``proj:code``; v1.2.0 defines both (``proj:epsg`` as deprecated).
 EXT = {
-    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "proj": "https://stac-extensions.github.io/projection/v1.2.0/schema.json",
     "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",

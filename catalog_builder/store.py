@@ -79,6 +79,14 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def discard_partials(self) -> int:
+        """Remove temporary files a killed writer left behind; returns how many."""
+        count = 0
+        for stale in self.root.rglob(".*.part"):
+            stale.unlink(missing_ok=True)
+            count += 1
+        return count
+
     def read(self, path: str) -> bytes | None:
         try:
             return self._path(path).read_bytes()

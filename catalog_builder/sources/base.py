@@ -30,8 +30,9 @@ class ReleaseSource(Protocol):
         """All bands of the pair (S2 and S1) by band name, checked for shape and dtype."""
         ...
 
-    def unpaired(self) -> list[tuple[str, str]]:
-        """(location, problem) for patches that have no partner and so build nothing."""
+    def unpaired(self, partners: set[str]) -> list[tuple[str, str]]:
+        """(location, problem) for patches no unit named as a partner (``partners``: the names
+        the built units reported), which therefore build nothing."""
         ...
 
 

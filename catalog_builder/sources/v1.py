@@ -71,33 +71,24 @@ class V1Source:
 
     def with_tables_for(self, units: list[str]) -> V1Source:
         """A copy carrying only the table rows these units need (cheap to ship to workers)."""
-        s2_names = {self.tables_s2_of(u) for u in units} - {None}
-        return V1Source(self.s2, self.s1, self.tables_dir, self.tables.subset(s2_names))  # type: ignore[arg-type]
-
-    def tables_s2_of(self, s1_name: str) -> str | None:
-        return self._s2_of_s1().get(s1_name)
-
-    def _s2_of_s1(self) -> dict[str, str]:
-        cache = getattr(self, "_s2_by_s1", None)
-        if cache is None:
-            cache = {s1: s2 for s2, s1 in self.tables.s1_of.items()}
-            self._s2_by_s1 = cache
-        return cache
+        wanted = set(units)
+        s2_names = {s2 for s2, s1 in self.tables.s1_of.items() if s1 in wanted}
+        return V1Source(self.s2, self.s1, self.tables_dir, self.tables.subset(s2_names))
 
     # -- discovery ------------------------------------------------------------------------
 
     def units(self) -> list[str]:
         return [n for n in self.s1.listdir("") if not n.startswith(".")]
 
-    def unpaired(self) -> list[tuple[str, str]]:
-        s1_names = set(self.units())
+    def unpaired(self, partners: set[str]) -> list[tuple[str, str]]:
+        """S2 folders that no S1 folder named as its partner (``partners``: the S2 names seen)."""
         problems = []
         for s2 in self.s2.listdir(""):
-            if s2.startswith("."):
+            if s2.startswith(".") or s2 in partners:
                 continue
-            partner = self.tables.s1_of.get(s2)
-            if partner is not None and partner not in s1_names:
-                problems.append((self.s2.describe(s2), f"its S1 partner {partner} is missing from the S1 root"))
+            expected = self.tables.s1_of.get(s2)
+            why = f"its S1 partner {expected} is missing from the S1 root" if expected else "no S1 patch names it as its partner"
+            problems.append((self.s2.describe(s2), why))
         return problems
 
     # -- metadata -------------------------------------------------------------------------

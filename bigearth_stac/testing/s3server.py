@@ -1,0 +1,167 @@
+"""A real S3-compatible HTTP server on loopback (moto's server mode), as a separate process.
+
+``start_s3_server()`` starts ``python -m moto.server`` bound to 127.0.0.1, waits until it
+answers, and returns an :class:`S3Server` that stops exactly that process (by its own PID) on
+:meth:`S3Server.stop` or when used as a context manager. Clients reach it over HTTP like any S3
+endpoint; moto accepts any credentials, but boto3 and GDAL still need some to sign requests
+(see :data:`DUMMY_CREDENTIALS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
+from typing import Any
+
+from bigearth_stac.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+#: Environment that lets boto3, pyarrow and GDAL sign requests for the test server, and keeps
+#: them from looking for real credentials (config files, the EC2 metadata service).
+DUMMY_CREDENTIALS: dict[str, str] = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+#: Variables that would redirect clients elsewhere; unset while the test credentials are active.
+CONFLICTING_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_NO_SIGN_REQUEST")
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class S3Server:
+    """A running moto server process; stop it with :meth:`stop` (or use it as a context manager)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
+        self.process = process
+        self.host = host
+        self.port = port
+        self.endpoint_url = f"http://{host}:{port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def settings(self, **overrides: Any) -> StorageSettings:
+        """Settings for this endpoint: path-style addressing, checksums as non-AWS stores need."""
+        base: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region": "us-east-1",
+                                "checksums": "when_required"}
+        base.update(overrides)
+        return StorageSettings(**base)
+
+    def client(self, **overrides: Any) -> Any:
+        """A fresh boto3 S3 client for this server."""
+        return self.settings(**overrides).boto3_client()
+
+    def create_bucket(self, name: str) -> str:
+        """Create ``name`` (idempotent) and return it."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return name
+
+    def reset(self) -> None:
+        """Forget every bucket and object (moto's reset API)."""
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server process (SIGTERM to its PID, then SIGKILL if it does not exit)."""
+        if self.process.poll() is not None:
+            return
+        log.debug("stopping moto server pid %d", self.process.pid)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> S3Server:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"S3Server({self.endpoint_url}, pid={self.process.pid})"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer means the server is up
+    except OSError:
+        return False
+
+
+def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
+                    startup_timeout: float = 30.0) -> S3Server:
+    """Start moto's S3 server on loopback and wait until it answers HTTP.
+
+    ``port=None`` picks a free port (retried once if another process takes it first). Only
+    loopback hosts are accepted: the server has no authentication.
+    """
+    if host not in LOOPBACK:
+        raise ValueError(f"refusing to start the unauthenticated test S3 server on {host!r}: "
+                         f"use a loopback address {LOOPBACK}")
+    attempts = 1 if port is not None else 3
+    last_error = ""
+    for _ in range(attempts):
+        chosen = port if port is not None else free_port(host)
+        cmd = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(chosen)]
+        # moto logs every request on stderr: keep it in an unlinked temporary file (bounded by
+        # the test's lifetime) instead of a pipe nobody drains, and show it if startup fails.
+        errlog = tempfile.TemporaryFile()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=errlog)
+        server = S3Server(proc, host, chosen)
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                errlog.seek(0)
+                last_error = errlog.read().decode(errors="replace")[-2000:]
+                errlog.close()
+                break
+            if _answers(f"{server.endpoint_url}/moto-api/"):
+                errlog.close()  # the child keeps its own descriptor
+                log.info("moto S3 server at %s (pid %d)", server.endpoint_url, proc.pid)
+                return server
+            time.sleep(0.1)
+        else:
+            server.stop()
+            errlog.close()
+            raise TimeoutError(f"moto server on {host}:{chosen} did not answer within {startup_timeout} s")
+    raise RuntimeError(f"moto server could not start on {host}: {last_error.strip() or 'exited early'}")
+
+
+__all__ = ["CONFLICTING_ENV", "DUMMY_CREDENTIALS", "S3Server", "free_port", "start_s3_server"]
