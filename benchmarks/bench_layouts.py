@@ -55,7 +55,7 @@ def measure(pairs: list, pixels: list, layout: str, compress: str, repeat: int) 
     options = CogOptions(compress=compress)
     t0 = time.perf_counter()
     for _ in range(repeat):
-        encoded = [encode_pair(p, px, layout, options) for p, px in zip(pairs, pixels)]  # type: ignore[arg-type]
+        encoded = [encode_pair(p, px, layout, options) for p, px in zip(pairs, pixels, strict=True)]  # type: ignore[arg-type]
     encode_s = (time.perf_counter() - t0) / (repeat * len(pairs))
     samples = [[c.data for side in e.values() for c in side.values()] for e in encoded]
     objects = len(samples[0])

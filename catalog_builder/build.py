@@ -19,7 +19,13 @@ from catalog_builder.index import index_bytes, index_path
 from catalog_builder.pair import PairOutcome, build_batch
 from catalog_builder.records import SourceProblem
 from catalog_builder.sources.base import ReleaseSource
-from catalog_builder.stac import INDEX_MEDIA_TYPE, JSON_MEDIA_TYPE, ExtentAccumulator, build_catalog, build_collection
+from catalog_builder.stac import (
+    INDEX_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    ExtentAccumulator,
+    build_catalog,
+    build_collection,
+)
 from catalog_builder.store import (
     MANIFEST,
     STAGE_META,
@@ -29,6 +35,7 @@ from catalog_builder.store import (
     json_bytes,
     manifest_bytes,
     put,
+    sha256_hex,
 )
 
 log = logging.getLogger(__name__)
@@ -169,8 +176,11 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
         collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}")
         report.manifest.append(put(store, index_path(cid), index_bytes(coll_items, collection), INDEX_MEDIA_TYPE, STAGE_META))
         report.manifest.append(put(store, f"{cid}/collection.json", json_bytes(collection, pretty=True), JSON_MEDIA_TYPE, STAGE_META))
-    store.write(MANIFEST, manifest_bytes(report.manifest), INDEX_MEDIA_TYPE)
-    root = build_catalog([S2_COLLECTION, S1_COLLECTION])
-    report.manifest.append(put(store, "catalog.json", json_bytes(root, pretty=True), JSON_MEDIA_TYPE, STAGE_ROOT))
+    root = json_bytes(build_catalog([S2_COLLECTION, S1_COLLECTION]), pretty=True)
+    root_entry = ManifestEntry("catalog.json", len(root), sha256_hex(root), JSON_MEDIA_TYPE, STAGE_ROOT)
+    # The manifest lists the root too (so a publish can verify it), but is written before it.
+    store.write(MANIFEST, manifest_bytes([*report.manifest, root_entry]), INDEX_MEDIA_TYPE)
+    store.write("catalog.json", root, JSON_MEDIA_TYPE)
+    report.manifest.append(root_entry)
     log.info("%s", report.describe().splitlines()[0])
     return report

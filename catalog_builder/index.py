@@ -1,7 +1,10 @@
 """STAC Items -> a stac-geoparquet index per collection (the catalog's search engine).
 
 Rows are sorted by location (tile, then a Hilbert curve over the footprint centre) and written
-in row groups of about 16k rows, so a region query reads few row groups (DESIGN.md #4).
+in row groups of about 16k rows with column statistics, so a region query reads few row groups
+(DESIGN.md #4). The properties a search filters on have fixed Arrow types
+(:data:`PROPERTY_TYPES`) whatever the items hold: a collection whose items all lack a split is
+still a ``string`` column, labels are always ``list<string>``.
 """
 
 from __future__ import annotations
@@ -13,14 +16,41 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import stac_geoparquet.arrow as sga
+
+from bigearth_stac.vocab import PREFIX
 
 log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 16_384
 INDEX_DIR = "index"
+
+_STR = pa.string()
+_LIST_STR = pa.list_(pa.field("element", pa.string()))
+
+#: Columns of the index a search reads, with the type each always has.
+PROPERTY_TYPES: dict[str, pa.DataType] = {
+    "datetime": pa.timestamp("us", tz="UTC"),
+    "proj:epsg": pa.int64(),
+    f"{PREFIX}:labels_43": _LIST_STR,
+    f"{PREFIX}:label_codes_43": pa.list_(pa.field("element", pa.int64())),
+    f"{PREFIX}:labels_19": _LIST_STR,
+    f"{PREFIX}:split": _STR,
+    f"{PREFIX}:country": _STR,
+    f"{PREFIX}:season": _STR,
+    f"{PREFIX}:seasonal_snow": pa.bool_(),
+    f"{PREFIX}:cloud_or_shadow": pa.bool_(),
+    f"{PREFIX}:tile": _STR,
+    f"{PREFIX}:s2_id": _STR,
+    f"{PREFIX}:s1_id": _STR,
+    f"{PREFIX}:release": _STR,
+    f"{PREFIX}:source_product": _STR,
+    f"{PREFIX}:layout": _STR,
+}
 
 
 def index_path(collection_id: str) -> str:
@@ -45,13 +75,63 @@ def _hilbert(x: int, y: int, order: int = 16) -> int:
     return d
 
 
+def _grid(lon: Any, lat: Any) -> tuple[Any, Any]:
+    return (lon + 180.0) / 360.0 * 65535, (lat + 90.0) / 180.0 * 65535
+
+
+def hilbert_many(x: np.ndarray, y: np.ndarray, order: int = 16) -> np.ndarray:
+    """:func:`_hilbert` over arrays of integer cells (the same distances, vectorised)."""
+    x = x.astype(np.int64).copy()
+    y = y.astype(np.int64).copy()
+    d = np.zeros(len(x), dtype=np.int64)
+    s = 1 << (order - 1)
+    while s > 0:
+        rx = (x & s) > 0
+        ry = (y & s) > 0
+        d += s * s * ((3 * rx.astype(np.int64)) ^ ry.astype(np.int64))
+        flip = ~ry & rx
+        x = np.where(flip, s - 1 - x, x)
+        y = np.where(flip, s - 1 - y, y)
+        swap = ~ry
+        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        s >>= 1
+    return d
+
+
+def sort_by_location(table: pa.Table) -> pa.Table:
+    """Rows of an index table in :func:`spatial_key` order (tile, Hilbert distance, id)."""
+    bbox = table.column("bbox").combine_chunks()
+    cx = (bbox.field("xmin").to_numpy() + bbox.field("xmax").to_numpy()) / 2
+    cy = (bbox.field("ymin").to_numpy() + bbox.field("ymax").to_numpy()) / 2
+    gx, gy = _grid(cx, cy)
+    keys = pa.table({
+        "tile": pc.fill_null(table.column(f"{PREFIX}:tile"), ""),
+        "h": hilbert_many(gx.astype(np.int64), gy.astype(np.int64)),
+        "id": table.column("id"),
+    })
+    order = pc.sort_indices(keys, sort_keys=[("tile", "ascending"), ("h", "ascending"), ("id", "ascending")])
+    return table.take(order)
+
+
+def with_property_types(table: pa.Table) -> pa.Table:
+    """``table`` with every column of :data:`PROPERTY_TYPES` present and of its declared type."""
+    for name, typ in PROPERTY_TYPES.items():
+        if name not in table.column_names:
+            table = table.append_column(pa.field(name, typ), pa.nulls(len(table), typ))
+            continue
+        i = table.schema.get_field_index(name)
+        if table.schema.field(i).type != typ:
+            table = table.set_column(i, pa.field(name, typ), table.column(i).cast(typ))
+    return table
+
+
 def spatial_key(item: Mapping[str, Any]) -> tuple[str, int, str]:
     """Sort key: tile, then Hilbert distance of the bbox centre, then id (for determinism)."""
     b = item["bbox"]
     cx = (b[0] + b[2]) / 2
     cy = (b[1] + b[3]) / 2
-    gx = int((cx + 180.0) / 360.0 * 65535)
-    gy = int((cy + 90.0) / 180.0 * 65535)
+    fx, fy = _grid(cx, cy)
+    gx, gy = int(fx), int(fy)
     tile = item["properties"].get("bigearthnet:tile") or ""
     return (tile, _hilbert(gx, gy), item["id"])
 
@@ -75,17 +155,21 @@ def _relative_to_index(item: Mapping[str, Any]) -> dict[str, Any]:
 def items_to_table(items: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Arrow table of items in stac-geoparquet's schema, sorted by :func:`spatial_key`.
 
-    Asset and link hrefs are rewritten relative to the index file (see :func:`_relative_to_index`).
+    Asset and link hrefs are rewritten relative to the index file (see :func:`_relative_to_index`);
+    the search columns have the types of :data:`PROPERTY_TYPES`.
     """
-    ordered = sorted(items, key=spatial_key)
+    ordered = [_relative_to_index(i) for i in items]
     if not ordered:
         raise ValueError("cannot index an empty collection")
-    reader = sga.parse_stac_items_to_arrow([_relative_to_index(i) for i in ordered])
-    return reader.read_all()
+    table = sga.parse_stac_items_to_arrow(ordered).read_all()
+    return sort_by_location(with_property_types(table))
 
 
 def table_to_parquet_bytes(table: pa.Table, collection: Mapping[str, Any] | None = None) -> bytes:
-    """Parquet bytes of an index table, one row group per :data:`ROW_GROUP_SIZE` rows."""
+    """Parquet bytes of an index table, one row group per :data:`ROW_GROUP_SIZE` rows.
+
+    ``table`` must already be in location order (:func:`items_to_table`, :func:`sort_by_location`).
+    """
     batches = table.combine_chunks().to_batches(max_chunksize=ROW_GROUP_SIZE)
     reader = pa.RecordBatchReader.from_batches(table.schema, batches)
     collections = {collection["id"]: dict(collection)} if collection else None
@@ -103,7 +187,19 @@ def index_bytes(items: Iterable[Mapping[str, Any]], collection: Mapping[str, Any
 
 
 def row_count(data: bytes) -> int:
+    """Rows in the Parquet bytes of an index."""
     return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
 
 
-__all__ = ["ROW_GROUP_SIZE", "index_bytes", "index_path", "items_to_table", "row_count", "spatial_key"]
+__all__ = [
+    "PROPERTY_TYPES",
+    "ROW_GROUP_SIZE",
+    "index_bytes",
+    "index_path",
+    "items_to_table",
+    "row_count",
+    "sort_by_location",
+    "spatial_key",
+    "table_to_parquet_bytes",
+    "with_property_types",
+]

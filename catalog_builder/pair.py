@@ -18,7 +18,15 @@ from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
 from catalog_builder.records import PairRecord, SourceError, SourceProblem
 from catalog_builder.sources.base import ReleaseSource
 from catalog_builder.stac import GEOJSON_MEDIA_TYPE, asset_path, build_item, item_path
-from catalog_builder.store import STAGE_COG, STAGE_ITEM, ManifestEntry, OutputStore, json_bytes, put, sha256_hex
+from catalog_builder.store import (
+    STAGE_COG,
+    STAGE_ITEM,
+    ManifestEntry,
+    OutputStore,
+    json_bytes,
+    put,
+    sha256_hex,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from bigearth_stac.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class LocalReader:
         return (LocalReader, (self.root,))
 
 
-def open_reader(location: str, settings: object | None = None) -> RawReader:
+def open_reader(location: str, settings: StorageSettings | None = None) -> RawReader:
     """A reader for a local folder or an ``s3://bucket/prefix`` URL."""
     if location.startswith("s3://"):
         from catalog_builder.s3raw import S3Reader  # optional dependency: boto3

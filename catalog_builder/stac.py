@@ -103,7 +103,7 @@ def footprint(patch: PatchRecord) -> tuple[dict[str, Any], list[float]]:
     xs = [ulx, ulx, lrx, lrx, ulx]
     ys = [uly, lry, lry, uly, uly]
     lon, lat = _to_wgs84(patch.epsg).transform(xs, ys)
-    ring = [[round(x, 7), round(y, 7)] for x, y in zip(lon, lat)]
+    ring = [[round(x, 7), round(y, 7)] for x, y in zip(lon, lat, strict=True)]
     bbox = [min(r[0] for r in ring), min(r[1] for r in ring), max(r[0] for r in ring), max(r[1] for r in ring)]
     return {"type": "Polygon", "coordinates": [ring]}, bbox
 
@@ -208,7 +208,7 @@ def build_item(
         cog = cogs[key]
         res = BANDS[bands[0]].resolution
         size = BANDS[bands[0]].size
-        asset = {"href": f"./{patch.id}_{key}.tif"}
+        asset: dict[str, Any] = {"href": f"./{patch.id}_{key}.tif"}
         asset.update(asset_template(bands))
         asset.update(
             {

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,6 +52,10 @@ class OutputStore(Protocol):
     def size(self, path: str) -> int | None:
         """The object's size, or ``None`` if it does not exist."""
         ...
+
+
+if TYPE_CHECKING:
+    from bigearth_stac.settings import StorageSettings
 
 
 class LocalStore:
@@ -103,7 +107,7 @@ class LocalStore:
         return (LocalStore, (str(self.root),))
 
 
-def open_store(location: str, settings: object | None = None) -> OutputStore:
+def open_store(location: str, settings: StorageSettings | None = None) -> OutputStore:
     """A store for a local folder or ``s3://bucket/prefix``."""
     if location.startswith("s3://"):
         from catalog_builder.s3store import S3Store  # optional dependency: boto3

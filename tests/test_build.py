@@ -57,7 +57,7 @@ def test_schema_rejects_wrong_items(real_catalog: Path) -> None:
         validate_document(bad, validator)
     bad = json.loads(json.dumps(item))
     bad["properties"]["bigearthnet:splitt"] = "train"
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="Validation failed"):
         validate_document(bad, validator)
 
 
@@ -113,7 +113,7 @@ def test_pixels_round_trip_exactly(fixture: str, request: pytest.FixtureRequest,
             folder = next(root.glob(f"{collection}/*/{item['id']}"))
             layout = item["properties"]["bigearthnet:layout"]
             assert set(item["assets"]) == set(band_groups(modality, layout))
-            for key, asset in item["assets"].items():
+            for asset in item["assets"].values():
                 path = folder / asset["href"].removeprefix("./")
                 data = path.read_bytes()
                 assert asset["file:size"] == len(data)

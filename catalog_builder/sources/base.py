@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
 from bigearth_stac.vocab import BANDS
 from catalog_builder.records import PairRecord, SourceError
+
+if TYPE_CHECKING:
+    from bigearth_stac.settings import StorageSettings
 
 
 class ReleaseSource(Protocol):
@@ -74,7 +76,7 @@ def open_source(
     s1: str,
     release: str = "v1",
     tables: str | None = None,
-    settings: object | None = None,
+    settings: StorageSettings | None = None,
 ) -> ReleaseSource:
     """The reader for a release over two raw roots (local paths or s3:// URLs)."""
     from catalog_builder.rawio import open_reader
