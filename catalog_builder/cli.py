@@ -18,7 +18,9 @@ def main(verbose: int) -> None:
     """Build BigEarthNet into COGs + STAC + a stac-geoparquet index, and publish it."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Dask's own loggers default to INFO; keep them as quiet as ours unless asked.
+    # Dask's loggers are set to INFO when distributed is imported; import it now, then quiet them.
+    import distributed  # noqa: F401
+
     logging.getLogger("distributed").setLevel(level)
 
 

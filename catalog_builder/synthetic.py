@@ -15,6 +15,7 @@ import io
 import json
 import random
 import string
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,15 +117,23 @@ def write_pair(s2_root: Path, s1_root: Path, s1_name: str, s2_name: str, seed: i
     return SyntheticPair(s2_name, s1_name, tile)
 
 
-def generate(dest: str | Path, n: int, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``n`` synthetic pairs under ``dest``; returns the (S2 root, S1 root) folders."""
+def generate(dest: str | Path, n: int, seed: int = 0, exclude: Collection[str] = (),
+             progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:
+    """Write ``n`` synthetic pairs under ``dest``; returns the (S2 root, S1 root) folders.
+
+    ``exclude``: S2 names not to draw (e.g. real pairs written beside the synthetic ones).
+    ``progress(done, total)`` is called after each pair.
+    """
     out = Path(dest)
     s2_root, s1_root = out / "BigEarthNet-v1.0", out / "BigEarthNet-S1-v1.0"
     s2_root.mkdir(parents=True, exist_ok=True)
     s1_root.mkdir(parents=True, exist_ok=True)
     pairs = official_pairs()
-    chosen = random.Random(seed).sample(range(len(pairs)), n)
+    skip = set(exclude)
+    chosen = [k for k in random.Random(seed).sample(range(len(pairs)), n + len(skip)) if pairs[k][1] not in skip][:n]
     for i, k in enumerate(chosen):
         s1_name, s2_name = pairs[k]
         write_pair(s2_root, s1_root, s1_name, s2_name, seed * 1_000_003 + i)
+        if progress is not None:
+            progress(i + 1, n)
     return s2_root, s1_root
