@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
+import pyarrow as pa
+
 from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION, SCHEMA_VERSION, Layout
 from catalog_builder.cog import CogOptions
-from catalog_builder.index import index_bytes, index_path
-from catalog_builder.pair import PairOutcome, build_batch
+from catalog_builder.index import index_path, sort_by_location, table_to_parquet_bytes
+from catalog_builder.pair import BatchResult, build_batch
 from catalog_builder.records import SourceProblem
 from catalog_builder.sources.base import ReleaseSource
 from catalog_builder.stac import (
@@ -104,7 +106,7 @@ def _executor(options: BuildOptions) -> Iterator[Any]:
         yield client
 
 
-def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[list[PairOutcome]]:
+def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[BatchResult]:
     batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
     with _executor(options) as client:
         if client is None:
@@ -141,12 +143,15 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
     discard = getattr(store, "discard_partials", None)
     if discard is not None and (stale := discard()):
         log.info("removed %d partial files of an interrupted build", stale)
-    items: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
+    tables: dict[str, list[pa.Table]] = {S2_COLLECTION: [], S1_COLLECTION: []}
     extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
     done = 0
     partners: set[str] = set()
     for batch in _outcomes(source, store, units, options):
-        for outcome in batch:
+        for cid, table in batch.tables.items():
+            tables[cid].append(table)
+            extents[cid].merge(batch.extents[cid])
+        for outcome in batch.outcomes:
             done += 1
             if outcome.partner is not None:
                 partners.add(outcome.partner)
@@ -156,25 +161,25 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
             report.skipped += outcome.skipped
             report.built += not outcome.skipped
             report.manifest.extend(outcome.manifest)
-            for item in outcome.items:
-                items[item["collection"]].append(item)
-                extents[item["collection"]].add(item)
         if progress is not None:
             progress(done, len(units))
     for location, problem in full_source.unpaired(partners) if options.limit is None else []:
         report.problems.append(SourceProblem(location.rsplit("/", 1)[-1], location, problem))
     report.problems.sort(key=lambda p: (p.pair, p.file))
 
-    if not items[S2_COLLECTION]:
+    if not tables[S2_COLLECTION]:
         log.warning("no pair could be built; not writing collections or the root catalog")
         return report
 
     schema = files("bigearth_stac").joinpath("schema/schema.json").read_bytes()
     report.manifest.append(put(store, SCHEMA_PATH, schema, "application/schema+json", STAGE_META))
-    for cid, coll_items in items.items():
+    for cid, parts in tables.items():
         modality = "s2" if cid == S2_COLLECTION else "s1"
         collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}")
-        report.manifest.append(put(store, index_path(cid), index_bytes(coll_items, collection), INDEX_MEDIA_TYPE, STAGE_META))
+        index = sort_by_location(pa.concat_tables(parts, promote_options="permissive"))
+        parts.clear()
+        report.manifest.append(put(store, index_path(cid), table_to_parquet_bytes(index, collection), INDEX_MEDIA_TYPE, STAGE_META))
+        del index
         report.manifest.append(put(store, f"{cid}/collection.json", json_bytes(collection, pretty=True), JSON_MEDIA_TYPE, STAGE_META))
     root = json_bytes(build_catalog([S2_COLLECTION, S1_COLLECTION]), pretty=True)
     root_entry = ManifestEntry("catalog.json", len(root), sha256_hex(root), JSON_MEDIA_TYPE, STAGE_ROOT)

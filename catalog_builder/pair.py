@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, Layout, band_groups
 from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
+from catalog_builder.index import items_to_table
 from catalog_builder.records import PairRecord, SourceError, SourceProblem
 from catalog_builder.sources.base import ReleaseSource
-from catalog_builder.stac import GEOJSON_MEDIA_TYPE, asset_path, build_item, item_path
+from catalog_builder.stac import (
+    GEOJSON_MEDIA_TYPE,
+    ExtentAccumulator,
+    asset_path,
+    build_item,
+    item_path,
+)
 from catalog_builder.store import (
     STAGE_COG,
     STAGE_ITEM,
@@ -127,7 +135,30 @@ def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Lay
     return outcome
 
 
+@dataclass
+class BatchResult:
+    """What one Dask task returns: outcomes without their items, the items as index rows.
+
+    Items travel back to the client as Arrow tables (a few KB per item) rather than as Python
+    dicts (several times larger), and the collection extents as running summaries, so the
+    client's memory stays proportional to the index, not to the JSON of 1.2 million items.
+    """
+
+    outcomes: list[PairOutcome]
+    tables: dict[str, pa.Table]
+    extents: dict[str, ExtentAccumulator]
+
+
 def build_batch(source: ReleaseSource, store: OutputStore, units: list[str], layout: Layout,
-                options: CogOptions = CogOptions(), verify_existing: bool = True) -> list[PairOutcome]:
-    """:func:`build_pair` over a batch of units (one Dask task)."""
-    return [build_pair(source, store, u, layout, options, verify_existing) for u in units]
+                options: CogOptions = CogOptions(), verify_existing: bool = True) -> BatchResult:
+    """:func:`build_pair` over a batch of units (one Dask task), items converted to index rows."""
+    outcomes = [build_pair(source, store, u, layout, options, verify_existing) for u in units]
+    by_collection: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
+    extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
+    for outcome in outcomes:
+        for item in outcome.items:
+            by_collection[item["collection"]].append(item)
+            extents[item["collection"]].add(item)
+        outcome.items = []
+    tables = {cid: items_to_table(items) for cid, items in by_collection.items() if items}
+    return BatchResult(outcomes, tables, extents)

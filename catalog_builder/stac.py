@@ -381,6 +381,19 @@ class ExtentAccumulator:
         self.epsg.add(item["properties"]["proj:epsg"])
         self.platforms.add(item["properties"]["platform"])
 
+    def merge(self, other: ExtentAccumulator) -> None:
+        """Fold another accumulator (e.g. of one Dask task) into this one."""
+        if other.count == 0:
+            return
+        b = other.bbox
+        self.bbox = [min(self.bbox[0], b[0]), min(self.bbox[1], b[1]), max(self.bbox[2], b[2]), max(self.bbox[3], b[3])]
+        assert other.start is not None and other.end is not None
+        self.start = other.start if self.start is None or other.start < self.start else self.start
+        self.end = other.end if self.end is None or other.end > self.end else self.end
+        self.count += other.count
+        self.epsg |= other.epsg
+        self.platforms |= other.platforms
+
     def summary(self) -> dict[str, Any]:
         return {"bbox": self.bbox, "start": self.start, "end": self.end, "count": self.count,
                 "epsg": self.epsg, "platforms": self.platforms}
