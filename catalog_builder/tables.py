@@ -7,13 +7,21 @@ module only reads them. Install that package with ``--no-deps`` (its own depende
 from __future__ import annotations
 
 import bz2
-import csv
+import hashlib
 import importlib.resources
 import io
 import logging
-from dataclasses import dataclass, field
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -37,77 +45,133 @@ class PatchFacts:
     s1_name: str | None
 
 
-@dataclass(frozen=True)
 class OfficialTables:
-    """Lookups from an S2 patch name into the official tables."""
+    """Lookups from an S2 patch name into the official tables.
 
-    split: dict[str, str] = field(default_factory=dict)
-    snow: frozenset[str] = frozenset()
-    cloud: frozenset[str] = frozenset()
-    country: dict[str, str] = field(default_factory=dict)
-    season: dict[str, str] = field(default_factory=dict)
-    s1_of: dict[str, str] = field(default_factory=dict)
+    Holds the joined tables as one Arrow table (a few MB for the whole archive); Python lookups
+    are built lazily, and :meth:`subset_for_s1` cuts the rows a batch of work needs with a
+    vectorised filter, which is what travels to Dask workers.
+    """
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._rows: dict[str, PatchFacts] | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def _lookup(self) -> dict[str, PatchFacts]:
+        if self._rows is None:
+            cols = [self.table.column(c).to_pylist() for c in
+                    ("s2_name", "split", "seasonal_snow", "cloud_or_shadow", "country", "season", "s1_name")]
+            self._rows = {r[0]: PatchFacts(*r[1:]) for r in zip(*cols, strict=True)}
+        return self._rows
 
     def facts(self, s2_name: str) -> PatchFacts:
-        return PatchFacts(
-            split=self.split.get(s2_name),
-            seasonal_snow=s2_name in self.snow,
-            cloud_or_shadow=s2_name in self.cloud,
-            country=self.country.get(s2_name),
-            season=self.season.get(s2_name),
-            s1_name=self.s1_of.get(s2_name),
-        )
+        """What the tables say about ``s2_name`` (all empty/false if they do not list it)."""
+        found = self._lookup().get(s2_name)
+        return found if found is not None else PatchFacts(None, False, False, None, None, None)
 
-    def subset(self, s2_names: set[str]) -> OfficialTables:
-        """The same tables restricted to some S2 names (small enough to ship to workers)."""
-        return OfficialTables(
-            split={k: v for k, v in self.split.items() if k in s2_names},
-            snow=frozenset(self.snow & s2_names),
-            cloud=frozenset(self.cloud & s2_names),
-            country={k: v for k, v in self.country.items() if k in s2_names},
-            season={k: v for k, v in self.season.items() if k in s2_names},
-            s1_of={k: v for k, v in self.s1_of.items() if k in s2_names},
-        )
+    def subset_for_s1(self, s1_names: Collection[str]) -> OfficialTables:
+        """The rows of the pairs whose S1 patch is in ``s1_names``."""
+        return self._subset("s1_name", s1_names)
+
+    def subset_for_s2(self, s2_names: Collection[str]) -> OfficialTables:
+        """The rows of the pairs whose S2 patch is in ``s2_names``."""
+        return self._subset("s2_name", s2_names)
+
+    def _subset(self, column: str, names: Collection[str]) -> OfficialTables:
+        mask = pc.is_in(self.table.column(column), value_set=pa.array(list(names), pa.string()))
+        return OfficialTables(self.table.filter(mask))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"table": self.table}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["table"])  # type: ignore[misc]
+
+
+def _compressed(directory: Path | None, name: str) -> bytes:
+    if directory is not None:
+        return (directory / name).read_bytes()
+    try:
+        return importlib.resources.files(_PACKAGE).joinpath(name).read_bytes()
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "the official BigEarthNet tables come from the package 'bigearthnet-common': "
+            "pip install --no-deps bigearthnet-common==2.8.0 (or pass a tables folder)"
+        ) from exc
+
+
+def _raw(directory: Path | None, name: str) -> bytes:
+    return bz2.decompress(_compressed(directory, name))
 
 
 def _open_text(directory: Path | None, name: str) -> io.TextIOBase:
-    if directory is not None:
-        raw = (directory / name).read_bytes()
-    else:
-        try:
-            raw = importlib.resources.files(_PACKAGE).joinpath(name).read_bytes()
-        except ModuleNotFoundError as exc:
-            raise RuntimeError(
-                "the official BigEarthNet tables come from the package 'bigearthnet-common': "
-                "pip install --no-deps bigearthnet-common==2.8.0 (or pass a tables folder)"
-            ) from exc
-    return io.StringIO(bz2.decompress(raw).decode("utf-8"))
+    return io.StringIO(_raw(directory, name).decode("utf-8"))
 
 
 def _names(directory: Path | None, name: str) -> list[str]:
     return [line.strip() for line in _open_text(directory, name) if line.strip()]
 
 
-@lru_cache(maxsize=2)
-def load_tables(directory: str | None = None) -> OfficialTables:
-    """Read all official tables (from ``bigearthnet-common``, or a folder holding the same files)."""
-    folder = Path(directory) if directory else None
+def _parse(folder: Path | None) -> pa.Table:
+    """All official tables joined into one Arrow table, one row per pair."""
     split: dict[str, str] = {}
     for split_name, file_name in SPLIT_FILES.items():
         for s2 in _names(folder, file_name):
             split[s2] = split_name
-    snow = frozenset(_names(folder, SNOW_FILE))
-    cloud = frozenset(_names(folder, CLOUD_FILE))
-    country: dict[str, str] = {}
-    season: dict[str, str] = {}
-    s1_of: dict[str, str] = {}
-    for row in csv.DictReader(_open_text(folder, PAIRS_FILE)):
-        s2 = row["s2_name"]
-        country[s2] = row["country"]
-        season[s2] = row["season"]
-        s1_of[s2] = row["s1_name"]
-    log.debug("official tables: %d pairs, %d with a split", len(s1_of), len(split))
-    return OfficialTables(split, snow, cloud, country, season, s1_of)
+    snow = set(_names(folder, SNOW_FILE))
+    cloud = set(_names(folder, CLOUD_FILE))
+    pairs = pa_csv.read_csv(pa.BufferReader(_raw(folder, PAIRS_FILE)))
+    s2_names = pairs.column("s2_name").to_pylist()
+    return pa.table({
+        "s2_name": pairs.column("s2_name"),
+        "s1_name": pairs.column("s1_name"),
+        "country": pairs.column("country"),
+        "season": pairs.column("season"),
+        "split": pa.array([split.get(n) for n in s2_names], pa.string()),
+        "seasonal_snow": pa.array([n in snow for n in s2_names]),
+        "cloud_or_shadow": pa.array([n in cloud for n in s2_names]),
+    })
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bigearth-stac"
+
+
+def _joined(folder: Path | None) -> pa.Table:
+    """The joined tables, from a Parquet cache keyed by the hash of the source files.
+
+    Decompressing the bz2 tables takes seconds; every build (and every test process) needs them.
+    """
+    digest = hashlib.sha256()
+    for name in (*SPLIT_FILES.values(), SNOW_FILE, CLOUD_FILE, PAIRS_FILE):
+        digest.update(_compressed(folder, name))
+    cached = _cache_dir() / f"tables-{digest.hexdigest()[:16]}.parquet"
+    if cached.is_file():
+        try:
+            return pq.read_table(cached)
+        except (OSError, pa.ArrowInvalid):
+            log.warning("ignoring unreadable table cache %s", cached)
+    table = _parse(folder)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.part")
+        pq.write_table(table, tmp)
+        os.replace(tmp, cached)
+    except OSError as exc:  # a read-only home is fine: just slower next time
+        log.info("could not cache the official tables in %s: %s", cached.parent, exc)
+    return table
+
+
+@lru_cache(maxsize=2)
+def load_tables(directory: str | None = None) -> OfficialTables:
+    """Read all official tables (from ``bigearthnet-common``, or a folder holding the same files)."""
+    table = _joined(Path(directory) if directory else None)
+    log.debug("official tables: %d pairs", table.num_rows)
+    return OfficialTables(table)
 
 
 def table_bytes(name: str) -> bytes:

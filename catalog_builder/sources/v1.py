@@ -71,9 +71,7 @@ class V1Source:
 
     def with_tables_for(self, units: list[str]) -> V1Source:
         """A copy carrying only the table rows these units need (cheap to ship to workers)."""
-        wanted = set(units)
-        s2_names = {s2 for s2, s1 in self.tables.s1_of.items() if s1 in wanted}
-        return V1Source(self.s2, self.s1, self.tables_dir, self.tables.subset(s2_names))
+        return V1Source(self.s2, self.s1, self.tables_dir, self.tables.subset_for_s1(units))
 
     # -- discovery ------------------------------------------------------------------------
 
@@ -83,10 +81,10 @@ class V1Source:
     def unpaired(self, partners: set[str]) -> list[tuple[str, str]]:
         """S2 folders that no S1 folder named as its partner (``partners``: the S2 names seen)."""
         problems = []
-        for s2 in self.s2.listdir(""):
-            if s2.startswith(".") or s2 in partners:
-                continue
-            expected = self.tables.s1_of.get(s2)
+        alone = [s2 for s2 in self.s2.listdir("") if not s2.startswith(".") and s2 not in partners]
+        tables = self.tables.subset_for_s2(alone) if alone else self.tables
+        for s2 in alone:
+            expected = tables.facts(s2).s1_name
             why = f"its S1 partner {expected} is missing from the S1 root" if expected else "no S1 patch names it as its partner"
             problems.append((self.s2.describe(s2), why))
         return problems
