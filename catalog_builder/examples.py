@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import io
 import logging
+import os
 import tarfile
 from pathlib import Path
 
@@ -14,11 +15,18 @@ ARCHIVES = {"s2": "BigEarthNet-S2-Example.tar.bz2", "s1": "BigEarthNet-S1-Exampl
 FOLDERS = {"s2": "BigEarthNet-S2-Example", "s1": "BigEarthNet-S1-Example"}
 
 
+def _strict_data_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
+    """``tarfile.data_filter``, but an absolute member name is refused instead of made relative."""
+    if member.name.startswith(("/", "\\")) or os.path.isabs(member.name):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, dest_path)
+
+
 def safe_extract(archive: tarfile.TarFile, dest: Path) -> None:
     """Extract with the ``data`` filter: no absolute paths, no ``..``, no links out, no devices."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        archive.extractall(dest, filter="data")
+        archive.extractall(dest, filter=_strict_data_filter)
     except tarfile.FilterError as exc:
         raise ValueError(f"refusing unsafe archive member: {exc}") from None
 

@@ -8,9 +8,10 @@ points at a missing or partial object, and a failed publish never publishes the 
 
 Checks, in order, for each object:
 
-* **Already there?** A ``HEAD``: if the object's size, media type and the sha256 in its metadata
+* **Already there?** One listing of the destination (a request per 1,000 keys) says which keys
+  exist; for those a ``HEAD``: if the object's size, media type and the sha256 in its metadata
   (``x-amz-meta-sha256``) match the manifest, it is skipped, so a rerun uploads only what is
-  missing or different.
+  missing or different. A first publish costs two requests per object (PUT, HEAD), a rerun one.
 * **Local file intact?** Its size is checked for every object before anything is uploaded; its
   sha256 right before its upload (the bytes are read once). A mismatch is an error naming the
   file.
@@ -191,22 +192,26 @@ def _hrefs(doc: Any) -> Iterator[str]:
 
 
 def check_publishable(entry: ManifestEntry, data: bytes, local_root: Path) -> None:
-    """Refuse documents whose hrefs name a local path or carry credentials (``PublishError``)."""
+    """Refuse documents whose hrefs name a local path or carry credentials.
+
+    Raises :class:`PublishError` naming the local file (``local_root / entry.path``) and the href.
+    """
+    where = str(local_root / entry.path)
     if entry.media_type in JSON_TYPES or entry.path.endswith(".json"):
         text = data.decode("utf-8", errors="replace")
         if str(local_root) in text:
-            raise PublishError(entry.path, f"contains the local catalog path {local_root}: refusing to publish it")
+            raise PublishError(where, f"contains the local catalog path {local_root}: refusing to publish it")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PublishError(entry.path, f"is not valid JSON ({exc})") from None
+            raise PublishError(where, f"is not valid JSON ({exc})") from None
         for href in _hrefs(doc):
             if UNSAFE_HREF.search(href):
-                raise PublishError(entry.path, f"href {href!r} is a local path or carries credentials: "
+                raise PublishError(where, f"href {href!r} is a local path or carries credentials: "
                                                "refusing to publish it")
     elif entry.path.endswith(".parquet") and entry.path != MANIFEST:
-        for href in _parquet_unsafe_hrefs(data, entry.path):
-            raise PublishError(entry.path, f"index href {href!r} is a local path or carries credentials: "
+        for href in _parquet_unsafe_hrefs(data, where):
+            raise PublishError(where, f"index href {href!r} is a local path or carries credentials: "
                                            "refusing to publish it")
 
 
@@ -225,13 +230,13 @@ def _href_arrays(table: pa.Table) -> Iterator[pa.Array]:
             yield pc.struct_field(links, "href")
 
 
-def _parquet_unsafe_hrefs(data: bytes, path: str) -> Iterator[str]:
+def _parquet_unsafe_hrefs(data: bytes, where: str) -> Iterator[str]:
     try:
         schema = pq.read_schema(pa.BufferReader(data))
         columns = [c for c in ("assets", "links") if c in schema.names]
         table = pq.read_table(pa.BufferReader(data), columns=columns)
     except pa.ArrowException as exc:
-        raise PublishError(path, f"is not a readable Parquet file ({exc})") from None
+        raise PublishError(where, f"is not a readable Parquet file ({exc})") from None
     for hrefs in _href_arrays(table):
         bad = pc.match_substring_regex(hrefs, UNSAFE_HREF.pattern, ignore_case=True)
         if pc.any(bad).as_py():
@@ -252,8 +257,9 @@ def _matches(head: dict[str, Any] | None, entry: ManifestEntry) -> bool:
 
 class _Publisher:
     def __init__(self, root: Path, store: S3Store, options: PublishOptions, report: PublishReport,
-                 total: int, progress: ProgressFn | None) -> None:
+                 total: int, progress: ProgressFn | None, existing: dict[str, int]) -> None:
         self.root, self.store, self.options, self.report = root, store, options, report
+        self.existing = existing
         self.total, self.progress = total, progress
         self.done = 0
         self.lock = threading.Lock()
@@ -277,7 +283,7 @@ class _Publisher:
                 self.progress(self.done, self.total)
 
     def _one(self, entry: ManifestEntry) -> bool:
-        if _matches(self.store.head(entry.path), entry):
+        if entry.path in self.existing and _matches(self.store.head(entry.path), entry):
             log.debug("%s already published", entry.path)
             return False
         data = read_verified(self.root, entry)
@@ -335,7 +341,11 @@ def publish(local_root: str | Path, dest: str, settings: StorageSettings | None 
     check_local_sizes(root, entries)
     report = PublishReport(url=store.url, objects=len(entries))
     started = time.perf_counter()
-    publisher = _Publisher(root, store, options, report, len(entries), progress)
+    try:
+        existing = store.list_sizes()
+    except OSError as exc:
+        raise PublishError(store.url, str(exc)) from exc
+    publisher = _Publisher(root, store, options, report, len(entries), progress, existing)
     ordered = sorted(entries, key=lambda e: (e.stage, e.path))
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="publish") as pool:
         for stage, group in groupby(ordered, key=lambda e: e.stage):

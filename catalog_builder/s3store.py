@@ -94,6 +94,18 @@ class S3Store:
         head = self.head(path)
         return None if head is None else int(head["ContentLength"])
 
+    def list_sizes(self) -> dict[str, int]:
+        """Path (relative to the root) -> size of every object under the root (1 request per 1,000)."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        out: dict[str, int] = {}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    out[obj["Key"][len(prefix):]] = int(obj["Size"])
+        except Exception as exc:
+            raise OSError(f"{self.url}: cannot list ({exc})") from exc
+        return out
+
     def describe(self, path: str) -> str:
         return f"s3://{self.bucket}/{self.key(path)}"
 

@@ -13,6 +13,7 @@ request bodies, and keeps a bounded log of what it saw.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -93,7 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -110,8 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length) if length else b""
 
+    _conn: http.client.HTTPConnection | None = None
+
     def _upstream(self) -> http.client.HTTPConnection:
-        conn = getattr(self, "_conn", None)
+        conn = self._conn
         if conn is None:
             conn = http.client.HTTPConnection(self.server.upstream_host, self.server.upstream_port, timeout=120)
             self._conn = conn
@@ -156,10 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drop(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _handle(self) -> None:
         proxy = self.server.proxy
@@ -204,13 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve
 
     def finish(self) -> None:
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
-        try:
+        if self._conn is not None:
+            self._conn.close()
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -245,7 +244,8 @@ class FaultProxy:
         self._server.upstream_port = up.port
         self._server.proxy = self
         self._server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.host, self.port = self._server.server_address[:2]
+        self.host = host
+        self.port = int(self._server.server_address[1])
         self.endpoint_url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
         self._thread.start()

@@ -9,6 +9,7 @@ endpoint; moto accepts any credentials, but boto3 and GDAL still need some to si
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import subprocess
@@ -76,10 +77,8 @@ class S3Server:
     def create_bucket(self, name: str) -> str:
         """Create ``name`` (idempotent) and return it."""
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
         return name
 
     def reset(self) -> None:
@@ -139,28 +138,24 @@ def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
     for _ in range(attempts):
         chosen = port if port is not None else free_port(host)
         cmd = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(chosen)]
-        # moto logs every request on stderr: keep it in an unlinked temporary file (bounded by
-        # the test's lifetime) instead of a pipe nobody drains, and show it if startup fails.
-        errlog = tempfile.TemporaryFile()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=errlog)
-        server = S3Server(proc, host, chosen)
-        deadline = time.monotonic() + startup_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                errlog.seek(0)
-                last_error = errlog.read().decode(errors="replace")[-2000:]
-                errlog.close()
-                break
-            if _answers(f"{server.endpoint_url}/moto-api/"):
-                errlog.close()  # the child keeps its own descriptor
-                log.info("moto S3 server at %s (pid %d)", server.endpoint_url, proc.pid)
-                return server
-            time.sleep(0.1)
-        else:
-            server.stop()
-            errlog.close()
-            raise TimeoutError(f"moto server on {host}:{chosen} did not answer within {startup_timeout} s")
+        # moto logs every request on stderr: send it to an unlinked temporary file (the child
+        # keeps its own descriptor) instead of a pipe nobody drains; read it if startup fails.
+        with tempfile.TemporaryFile() as errlog:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog)
+            server = S3Server(proc, host, chosen)
+            deadline = time.monotonic() + startup_timeout
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    errlog.seek(0)
+                    last_error = errlog.read().decode(errors="replace")[-2000:]
+                    break
+                if _answers(f"{server.endpoint_url}/moto-api/"):
+                    log.info("moto S3 server at %s (pid %d)", server.endpoint_url, proc.pid)
+                    return server
+                time.sleep(0.1)
+            else:
+                server.stop()
+                raise TimeoutError(f"moto server on {host}:{chosen} did not answer within {startup_timeout} s")
     raise RuntimeError(f"moto server could not start on {host}: {last_error.strip() or 'exited early'}")
 
 
