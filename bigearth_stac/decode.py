@@ -59,7 +59,7 @@ def decode_fast(data: bytes) -> np.ndarray | None:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
-            plan = _fast_plan(page)  # type: ignore[arg-type]
+            plan = _fast_plan(page)
             if plan is None:
                 return None
             offset, count = page.dataoffsets[0], page.databytecounts[0]
@@ -82,9 +82,10 @@ def decode_fast(data: bytes) -> np.ndarray | None:
         if len(got) != flat.size:
             raise DecodeError(f"tile inflates to {len(got)} bytes, expected {flat.size}")
     if predictor == 2:
-        imagecodecs.delta_decode(tile, axis=-2, out=tile)
+        tile = imagecodecs.delta_decode(tile, axis=-2, out=tile)
     elif predictor == 3:
-        imagecodecs.floatpred_decode(tile, axis=-2, out=tile)
+        # floatpred_decode cannot work in place (it un-shuffles bytes): use what it returns.
+        tile = imagecodecs.floatpred_decode(tile, axis=-2)
     # Crop the tile padding, pixel interleave -> band-first, native byte order.
     return np.ascontiguousarray(tile[0, :height, :width, :].transpose(2, 0, 1))
 

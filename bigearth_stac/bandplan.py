@@ -1,0 +1,93 @@
+"""Which objects to fetch for a band selection, and where each band sits in them.
+
+Both readers (the PyTorch stream and the xarray view) turn a band selection into a
+:class:`BandPlan` per modality and layout: the positions of the assets to fetch in a sample
+table row (``band_groups(modality, layout)`` order) and, for every requested band, which fetched
+asset and which band of that file holds it. A selection of RGB in the stacked layout fetches one
+object, not four; in the per-band layout three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bigearth_stac.vocab import BANDS, S1_BAND_NAMES, S2_BAND_NAMES, Layout, Modality, band_groups
+
+__all__ = ["BandPlan", "band_plan", "split_bands", "upsample_nearest", "downsample_mean"]
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """How to read the requested bands of one modality from one layout."""
+
+    modality: Modality
+    layout: Layout
+    bands: tuple[str, ...]
+    """Requested bands, in output order."""
+    assets: tuple[int, ...]
+    """Positions (in the row's asset list) of the objects to fetch, ascending."""
+    picks: tuple[tuple[int, int], ...]
+    """Per requested band: (index into ``assets``, band index inside that file)."""
+
+    @property
+    def requests(self) -> int:
+        return len(self.assets)
+
+    def select(self, decoded: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per requested band, its 2-D array, given the decoded (bands, h, w) arrays of ``assets``."""
+        return [decoded[a][b] for a, b in self.picks]
+
+
+def split_bands(bands: Sequence[str] | None, modalities: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Requested bands per modality (all of a modality's bands, in sensor order, when ``None``)."""
+    known = {"s2": S2_BAND_NAMES, "s1": S1_BAND_NAMES}
+    for m in modalities:
+        if m not in known:
+            raise ValueError(f"unknown modality {m!r}; choose from 's2', 's1'")
+    if bands is None:
+        return {m: known[m] for m in modalities}
+    unknown = [b for b in bands if b not in BANDS]
+    if unknown:
+        raise ValueError(f"unknown band(s) {unknown}; valid: {', '.join(S2_BAND_NAMES + S1_BAND_NAMES)}")
+    if len(set(bands)) != len(bands):
+        raise ValueError(f"band selection has duplicates: {list(bands)}")
+    out = {m: tuple(b for b in bands if b in known[m]) for m in modalities}
+    stray = [b for b in bands if not any(b in known[m] for m in modalities)]
+    if stray:
+        raise ValueError(f"band(s) {stray} belong to no requested modality {tuple(modalities)}")
+    empty = [m for m, bs in out.items() if not bs]
+    if empty:
+        raise ValueError(f"no band selected for modality {empty}; drop it from modalities or add its bands")
+    return out
+
+
+def band_plan(modality: Modality, layout: Layout, bands: Sequence[str]) -> BandPlan:
+    """The objects to fetch and the band positions for ``bands`` of ``modality`` in ``layout``."""
+    groups = band_groups(modality, layout)
+    keys = list(groups)
+    where = {b: (keys.index(k), i) for k, names in groups.items() for i, b in enumerate(names)}
+    missing = [b for b in bands if b not in where]
+    if missing:
+        raise ValueError(f"band(s) {missing} are not {modality} bands")
+    assets = tuple(sorted({where[b][0] for b in bands}))
+    picks = tuple((assets.index(where[b][0]), where[b][1]) for b in bands)
+    return BandPlan(modality, layout, tuple(bands), assets, picks)
+
+
+def upsample_nearest(array: np.ndarray, factor: int) -> np.ndarray:
+    """Repeat each pixel ``factor`` x ``factor`` times along the last two axes (exact, no new values)."""
+    if factor == 1:
+        return array
+    return np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
+
+
+def downsample_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks of the last two axes, as float32."""
+    if factor == 1:
+        return array
+    *lead, h, w = array.shape
+    blocks = array.reshape(*lead, h // factor, factor, w // factor, factor).astype(np.float32)
+    return blocks.mean(axis=(-3, -1), dtype=np.float32)

@@ -1,0 +1,292 @@
+"""Lazy xarray views of a search result: a patch cube, and mosaics of a region.
+
+:func:`to_xarray` gives an ``xarray.Dataset`` with one variable (the modality, ``"s2"`` or
+``"s1"``) of dims ``(patch, band, y, x)``, one Dask chunk per group of ``chunk_patches`` patches;
+a chunk fetches its patches' objects concurrently and decodes them with the same fast path as
+the PyTorch loader. Nothing is read until computed. ``y``/``x`` are pixel rows/columns inside a
+patch (patches lie in different UTM zones, so they share no map grid); footprint centres, when the
+source has them, are the ``center_lon``/``center_lat`` coordinates.
+
+:func:`mosaic` puts all patches of a region on one map grid with stackstac. stackstac reads
+single-band assets only, so it needs a catalog built in the per-band layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from bigearth_stac.bandplan import (
+    BandPlan,
+    band_plan,
+    downsample_mean,
+    split_bands,
+    upsample_nearest,
+)
+from bigearth_stac.decode import decode
+from bigearth_stac.fetch import Fetcher, FetchError
+from bigearth_stac.samples import SAMPLE_SCHEMA
+from bigearth_stac.settings import StorageSettings
+from bigearth_stac.vocab import BANDS, CLASS_ORDERS, PATCH_SIZE_M
+
+log = logging.getLogger(__name__)
+
+__all__ = ["mosaic", "to_xarray"]
+
+_FETCHERS: dict[tuple[int, str, int], Fetcher] = {}
+_FETCHERS_LOCK = threading.Lock()
+
+
+def _fetcher(settings: StorageSettings, max_in_flight: int) -> Fetcher:
+    """This process's Fetcher for these settings (a Dask worker reuses its clients across chunks)."""
+    key = (os.getpid(), repr(settings), max_in_flight)
+    with _FETCHERS_LOCK:
+        if key not in _FETCHERS:
+            _FETCHERS[key] = Fetcher(settings, max_in_flight)
+        return _FETCHERS[key]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What one Dask chunk reads: its patches' ids, hrefs and band plans."""
+
+    ids: tuple[str, ...]
+    hrefs: tuple[tuple[str, ...], ...]
+    plans: tuple[BandPlan, ...]
+    resolution: int
+    dtype: str
+    settings: StorageSettings
+    max_in_flight: int
+
+
+def _read_block(block: _Block) -> np.ndarray:
+    size = PATCH_SIZE_M // block.resolution
+    nbands = len(block.plans[0].bands) if block.plans else 0
+    out = np.empty((len(block.ids), nbands, size, size), dtype=block.dtype)
+    fetcher = _fetcher(block.settings, block.max_in_flight)
+    futures = [[fetcher.submit(h, decode) for h in hrefs] for hrefs in block.hrefs]
+    try:
+        for i, (sample_id, plan, futs) in enumerate(zip(block.ids, block.plans, futures, strict=True)):
+            try:
+                decoded = [f.result() for f in futs]
+            except FetchError as exc:
+                raise exc.for_sample(sample_id) from exc.cause
+            for j, (name, array) in enumerate(zip(plan.bands, plan.select(decoded), strict=True)):
+                native = BANDS[name].resolution
+                if native > block.resolution:
+                    array = upsample_nearest(array, native // block.resolution)
+                elif native < block.resolution:
+                    array = downsample_mean(array, block.resolution // native)
+                out[i, j] = array
+    finally:
+        for futs in futures:
+            for f in futs:
+                f.cancel()
+    return out
+
+
+def _table_of(source: Any) -> pa.Table:
+    table = source.sample_table() if hasattr(source, "sample_table") else source
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"expected a search result or a pyarrow sample table, got {type(source).__name__}")
+    missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
+    return table
+
+
+def _centres(source: Any, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+    """Footprint centres (lon, lat) from a ``bbox`` column of the table or of ``source.table``."""
+    candidates = [table, getattr(source, "table", None)]
+    for cand in candidates:
+        if isinstance(cand, pa.Table) and "bbox" in cand.column_names and "id" in cand.column_names:
+            bbox = cand.column("bbox").combine_chunks()
+            if not pa.types.is_struct(bbox.type):
+                continue
+            cx = (bbox.field("xmin").to_numpy(zero_copy_only=False) + bbox.field("xmax").to_numpy(zero_copy_only=False)) / 2
+            cy = (bbox.field("ymin").to_numpy(zero_copy_only=False) + bbox.field("ymax").to_numpy(zero_copy_only=False)) / 2
+            pos = {k: i for i, k in enumerate(cand.column("id").to_pylist())}
+            try:
+                rows = np.array([pos[k] for k in table.column("id").to_pylist()], dtype=np.int64)
+            except KeyError:
+                continue
+            return cx[rows], cy[rows]
+    return None
+
+
+def to_xarray(
+    source: Any,
+    modality: Literal["s2", "s1"] = "s2",
+    bands: Sequence[str] | None = None,
+    resolution: Literal[10, 20, 60] = 10,
+    chunk_patches: int = 64,
+    settings: StorageSettings | None = None,
+    max_in_flight: int = 32,
+) -> xr.Dataset:
+    """A lazy ``(patch, band, y, x)`` cube of a search result or sample table.
+
+    Bands coarser than ``resolution`` are repeated (nearest neighbour: values and dtype kept),
+    finer ones averaged over blocks (the cube is then float32). Coordinates: ``patch`` (ids),
+    ``band``, ``y``/``x`` (pixel index), ``split``, multi-hot ``labels_19`` (patch, class_19) and
+    ``labels_43`` (patch, class_43) in the original class order, and ``center_lon`` /
+    ``center_lat`` when the source has footprints.
+    """
+    if resolution not in (10, 20, 60):
+        raise ValueError(f"resolution must be 10, 20 or 60 m, got {resolution!r}")
+    if chunk_patches < 1:
+        raise ValueError(f"chunk_patches must be >= 1, got {chunk_patches}")
+    table = _table_of(source)
+    n = len(table)
+    names = split_bands(bands, (modality,))[modality]
+    settings = settings or StorageSettings.from_env()
+    plans = {lay: band_plan(modality, lay, names) for lay in set(table.column("layout").to_pylist())}
+    ids = table.column("id").to_pylist()
+    layouts = table.column("layout").to_pylist()
+    assets = table.column(f"{modality}_assets").to_pylist()
+    if any(not a for a in assets):
+        raise ValueError(f"some samples have no {modality} assets")
+    finer = any(BANDS[b].resolution < resolution for b in names)
+    dtype = "float32" if finer or modality == "s1" else BANDS[names[0]].dtype
+    size = PATCH_SIZE_M // resolution
+
+    name = f"bigearthnet-{modality}-{tokenize(ids, assets, names, resolution, repr(settings))}"
+    dsk: dict[Any, Any] = {}
+    sizes: list[int] = []
+    for k, start in enumerate(range(0, n, chunk_patches)):
+        stop = min(n, start + chunk_patches)
+        block = _Block(
+            ids=tuple(ids[start:stop]),
+            hrefs=tuple(tuple(assets[i][a] for a in plans[layouts[i]].assets) for i in range(start, stop)),
+            plans=tuple(plans[layouts[i]] for i in range(start, stop)),
+            resolution=resolution,
+            dtype=dtype,
+            settings=settings,
+            max_in_flight=max_in_flight,
+        )
+        dsk[(name, k, 0, 0, 0)] = (_read_block, block)
+        sizes.append(stop - start)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    cube = da.Array(graph, name, chunks=(tuple(sizes), (len(names),), (size,), (size,)), dtype=dtype)
+
+    coords: dict[str, Any] = {
+        "patch": ids,
+        "band": list(names),
+        "y": np.arange(size),
+        "x": np.arange(size),
+        "split": ("patch", table.column("split").to_pylist()),
+    }
+    for nom in ("19", "43"):
+        classes = CLASS_ORDERS["original"][nom]
+        index = {c: i for i, c in enumerate(classes)}
+        hot = np.zeros((n, len(classes)), dtype=np.uint8)
+        for i, labels in enumerate(table.column(f"labels_{nom}").to_pylist()):
+            hot[i, [index[c] for c in labels]] = 1
+        coords[f"class_{nom}"] = list(classes)
+        coords[f"labels_{nom}"] = (("patch", f"class_{nom}"), hot)
+    centres = _centres(source, table)
+    if centres is not None:
+        coords["center_lon"] = ("patch", centres[0])
+        coords["center_lat"] = ("patch", centres[1])
+    # Label coordinates have a class dimension the pixel variable lacks: they live on the Dataset.
+    var = xr.DataArray(cube, dims=("patch", "band", "y", "x"), name=modality, attrs={"resolution_m": resolution})
+    return xr.Dataset({modality: var}, coords=coords, attrs={"modality": modality, "resolution_m": resolution})
+
+
+# -- mosaics ---------------------------------------------------------------------------------
+
+
+def _item_json_href(asset_href: str) -> str:
+    """``<dir>/<id>/<id>_<key>.tif`` -> ``<dir>/<id>/<id>.json`` (the catalog layout of catalog_builder.stac)."""
+    folder = posixpath.dirname(asset_href)
+    return f"{folder}/{posixpath.basename(folder)}.json"
+
+
+def _items(source: Any, modality: str, settings: StorageSettings) -> list[dict[str, Any]]:
+    """STAC items (dicts) of a search result, an ItemCollection, a list of items, or a sample table."""
+    if hasattr(source, "to_item_collection"):
+        source = source.to_item_collection()
+    if hasattr(source, "items") and not isinstance(source, (dict, pa.Table)):
+        source = list(source.items)
+    if isinstance(source, list):
+        return [i.to_dict() if hasattr(i, "to_dict") else dict(i) for i in source]
+    table = _table_of(source)
+    hrefs = [_item_json_href(a[0]) for a in table.column(f"{modality}_assets").to_pylist() if a]
+    fetcher = _fetcher(settings, 32)
+    futures = [(h, fetcher.submit(h, json.loads)) for h in hrefs]
+    items = []
+    for href, fut in futures:
+        item = fut.result()
+        # Item asset hrefs are relative to the item JSON: make them absolute for stackstac.
+        for asset in item["assets"].values():
+            asset["href"] = _absolute(href, asset["href"])
+        items.append(item)
+    return items
+
+
+def _absolute(base: str, href: str) -> str:
+    if "://" in href or href.startswith("/"):
+        return href
+    scheme, sep, rest = base.partition("://")
+    path = posixpath.normpath(posixpath.join(posixpath.dirname(rest if sep else base), href))
+    if sep:
+        return f"{scheme}://{path}"
+    return os.path.abspath(path)
+
+
+def mosaic(
+    source: Any,
+    bbox: Sequence[float],
+    bands: Sequence[str] | None = None,
+    modality: Literal["s2", "s1"] = "s2",
+    resolution: float = 10,
+    epsg: int | None = None,
+    settings: StorageSettings | None = None,
+    **stack_kwargs: Any,
+) -> xr.DataArray:
+    """All patches intersecting ``bbox`` (lon/lat) as one lazy ``(band, y, x)`` raster via stackstac.
+
+    ``epsg`` defaults to the first item's ``proj:epsg``; items in other zones are reprojected by
+    GDAL. Where patches overlap, the first non-zero value wins (``stackstac.mosaic``). Needs the
+    per-band layout (single-band assets); zero is the fill value (nodata of BigEarthNet).
+    """
+    import stackstac
+
+    settings = settings or StorageSettings.from_env()
+    items = _items(source, modality, settings)
+    if not items:
+        raise ValueError("no items to mosaic")
+    layout = items[0]["properties"].get("bigearthnet:layout")
+    if layout != "per-band":
+        raise ValueError(
+            f"mosaic needs single-band assets (a catalog built with --layout per-band); these items are {layout!r}"
+        )
+    names = list(split_bands(bands, (modality,))[modality])
+    epsg = epsg or int(items[0]["properties"]["proj:epsg"])
+    dtype = np.dtype(BANDS[names[0]].dtype)
+    kwargs: dict[str, Any] = {
+        "assets": names,
+        "epsg": epsg,
+        "resolution": resolution,
+        "bounds_latlon": tuple(bbox),
+        "dtype": dtype,
+        # numpy 2 refuses stackstac's default NaN fill for integer data.
+        "fill_value": dtype.type(0),
+        "rescale": False,
+        "gdal_env": stackstac.DEFAULT_GDAL_ENV.updated(always=settings.gdal_env()),
+    }
+    kwargs.update(stack_kwargs)
+    stack = stackstac.stack(items, **kwargs)
+    return stackstac.mosaic(stack, dim="time", nodata=0)
