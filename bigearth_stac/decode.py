@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from typing import Any
 
 import imagecodecs
@@ -54,19 +55,86 @@ def _fast_plan(page: tifffile.TiffPage) -> tuple[np.dtype, int, int, int, int, i
     return np.dtype("<" + code), page.imagelength, page.imagewidth, page.samplesperpixel, page.tilelength, page.tilewidth
 
 
-def decode_fast(data: bytes) -> np.ndarray | None:
-    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours."""
+# TIFF field types -> (struct code, size) for the types our headers use.
+_FIELD = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+_TAGS = {256: "width", 257: "length", 258: "bits", 259: "compression", 277: "samples", 284: "planar",
+         317: "predictor", 322: "tile_width", 323: "tile_length", 324: "offsets", 325: "counts", 339: "format"}  # fmt: skip
+
+
+def _read_ifd(data: bytes) -> dict[str, tuple[int, ...]] | None:
+    """The tags of the first IFD of a classic little-endian TIFF, or ``None`` for anything else.
+
+    Parsing the header ourselves costs a few microseconds; tifffile's general parser is about
+    half of the decode time of a 100 KB COG. Anything unusual falls back to tifffile.
+    """
+    if len(data) < 8 or data[:4] != b"II*\x00":
+        return None
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    if ifd + 2 > len(data):
+        return None
+    (entries,) = struct.unpack_from("<H", data, ifd)
+    tags: dict[str, tuple[int, ...]] = {}
+    for i in range(entries):
+        pos = ifd + 2 + 12 * i
+        if pos + 12 > len(data):
+            return None
+        tag, ftype, count = struct.unpack_from("<HHI", data, pos)
+        name = _TAGS.get(tag)
+        if name is None:
+            continue
+        if ftype not in _FIELD:
+            return None
+        code, size = _FIELD[ftype]
+        where = pos + 8 if count * size <= 4 else struct.unpack_from("<I", data, pos + 8)[0]
+        if where + count * size > len(data):
+            return None
+        tags[name] = struct.unpack_from(f"<{count}{code}", data, where)
+    return tags
+
+
+def _plan_from_ifd(tags: dict[str, tuple[int, ...]]) -> tuple[np.dtype, int, int, int, int, int, int, int, int, int] | None:
+    """(dtype, height, width, samples, tile length, tile width, offset, count, compression,
+    predictor) when the IFD describes one of our COGs, else ``None``."""
+    need = ("width", "length", "bits", "tile_width", "tile_length", "offsets", "counts")
+    if any(n not in tags for n in need) or len(tags["offsets"]) != 1 or len(tags["counts"]) != 1:
+        return None
+    samples = tags.get("samples", (1,))[0]
+    bits = set(tags["bits"])
+    fmt = set(tags.get("format", (1,)))
+    compression = tags.get("compression", (1,))[0]
+    predictor = tags.get("predictor", (1,))[0]
+    if len(bits) != 1 or len(fmt) != 1 or tags.get("planar", (1,))[0] != 1:
+        return None
+    code = _DTYPES.get((fmt.pop(), bits.pop()))
+    if code is None or compression not in (1, *_DECOMPRESS) or predictor not in (1, 2, 3):
+        return None
+    if (predictor == 3) != (code[0] == "f") and predictor != 1:
+        return None
+    return (np.dtype("<" + code), tags["length"][0], tags["width"][0], samples, tags["tile_length"][0],
+            tags["tile_width"][0], tags["offsets"][0], tags["counts"][0], compression, predictor)
+
+
+def _plan_with_tifffile(data: bytes) -> tuple[np.dtype, int, int, int, int, int, int, int, int, int] | None:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
             plan = _fast_plan(page)
             if plan is None:
                 return None
-            offset, count = page.dataoffsets[0], page.databytecounts[0]
-            compression, predictor = int(page.compression), int(page.predictor)
+            return (*plan, page.dataoffsets[0], page.databytecounts[0], int(page.compression), int(page.predictor))
     except (tifffile.TiffFileError, ValueError, IndexError):
         return None
-    dtype, height, width, samples, tl, tw = plan
+
+
+def decode_fast(data: bytes) -> np.ndarray | None:
+    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours."""
+    tags = _read_ifd(data)
+    plan = _plan_from_ifd(tags) if tags is not None else None
+    if plan is None:
+        plan = _plan_with_tifffile(data)
+    if plan is None:
+        return None
+    dtype, height, width, samples, tl, tw, offset, count, compression, predictor = plan
     tile = np.empty((1, tl, tw, samples), dtype)
     flat = tile.reshape(-1).view(np.uint8)
     raw = memoryview(data)[offset : offset + count]

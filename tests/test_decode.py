@@ -66,3 +66,18 @@ def test_garbage_and_corrupt_tiles_raise(real_catalog: Path) -> None:
     data[-200:] = b"\x00" * 200  # damage the end of the single tile
     with pytest.raises(DecodeError):
         decode(bytes(data))
+
+
+def test_own_header_parser_reads_our_cogs_and_rejects_the_rest(real_catalog: Path, real_raw: tuple[Path, Path]) -> None:
+    from bigearth_stac.decode import _plan_from_ifd, _plan_with_tifffile, _read_ifd
+
+    for path in sorted(real_catalog.glob("*/*/*/*.tif")):
+        data = path.read_bytes()
+        tags = _read_ifd(data)
+        assert tags is not None, path
+        # the hand-rolled parser and tifffile agree on every field of the plan
+        assert _plan_from_ifd(tags) == _plan_with_tifffile(data), path
+    raw_band = next(real_raw[0].glob("*/*_B02.tif")).read_bytes()
+    assert _plan_from_ifd(_read_ifd(raw_band) or {}) is None  # striped: not ours
+    assert _read_ifd(b"MM\x00*" + bytes(20)) is None  # big-endian: left to tifffile
+    assert _read_ifd(raw_band[:10]) is None  # truncated header
