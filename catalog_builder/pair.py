@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import rasterio
+from rasterio.session import DummySession
 
 from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, Layout, band_groups
 from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
@@ -152,7 +154,11 @@ class BatchResult:
 def build_batch(source: ReleaseSource, store: OutputStore, units: list[str], layout: Layout,
                 options: CogOptions = CogOptions(), verify_existing: bool = True) -> BatchResult:
     """:func:`build_pair` over a batch of units (one Dask task), items converted to index rows."""
-    outcomes = [build_pair(source, store, u, layout, options, verify_existing) for u in units]
+    # GDAL only decodes and encodes bytes in memory here (raw objects are fetched with boto3).
+    # Without an active Env, rasterio makes one per open from the environment: with AWS
+    # credentials set, a boto3 session per band (~30 ms, 40x the decode). One Env for the batch.
+    with rasterio.Env(session=DummySession()):
+        outcomes = [build_pair(source, store, u, layout, options, verify_existing) for u in units]
     by_collection: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
     extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
     for outcome in outcomes:
