@@ -1,0 +1,29 @@
+"""bigearth_stac: search and read BigEarthNet STAC catalogs (local, http(s), s3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Re-exports, imported on first use so that ``import bigearth_stac.vocab`` stays light.
+_LAZY = {
+    "Catalog": "bigearth_stac.catalog",
+    "SearchResult": "bigearth_stac.search",
+    "BigEarthNetStream": "bigearth_stac.torch_dataset",
+    "SampleError": "bigearth_stac.torch_dataset",
+    "to_xarray": "bigearth_stac.xarray_view",
+    "mosaic": "bigearth_stac.xarray_view",
+    "Fetcher": "bigearth_stac.fetch",
+    "FetchError": "bigearth_stac.fetch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bigearth_stac' has no attribute {name!r}")
+
+
+__all__ = ["Catalog", "SearchResult", "BigEarthNetStream", "SampleError", "to_xarray", "mosaic", "Fetcher",
+           "FetchError"]

@@ -165,12 +165,28 @@ def items_to_table(items: Iterable[Mapping[str, Any]]) -> pa.Table:
     return sort_by_location(with_property_types(table))
 
 
-def table_to_parquet_bytes(table: pa.Table, collection: Mapping[str, Any] | None = None) -> bytes:
+#: Columns a search reads, stored first in each row group: their column chunks are then
+#: adjacent, so a remote reader fetches them in one coalesced range request per row group
+#: instead of one per column (object stores answer each request in tens of milliseconds).
+SEARCH_COLUMNS: tuple[str, ...] = (
+    "id", "bbox", "datetime", *PROPERTY_TYPES.keys(), "collection", "geometry",
+)
+
+
+def search_columns_first(table: pa.Table) -> pa.Table:
+    """``table`` with :data:`SEARCH_COLUMNS` first (in that order), the other columns after."""
+    first = [c for c in dict.fromkeys(SEARCH_COLUMNS) if c in table.column_names]
+    return table.select(first + [c for c in table.column_names if c not in first])
+
+
+def table_to_parquet_bytes(table: pa.Table, collection: Mapping[str, Any] | None = None,
+                           row_group_size: int = ROW_GROUP_SIZE) -> bytes:
     """Parquet bytes of an index table, one row group per :data:`ROW_GROUP_SIZE` rows.
 
     ``table`` must already be in location order (:func:`items_to_table`, :func:`sort_by_location`).
     """
-    batches = table.combine_chunks().to_batches(max_chunksize=ROW_GROUP_SIZE)
+    table = search_columns_first(table)
+    batches = table.combine_chunks().to_batches(max_chunksize=row_group_size)
     reader = pa.RecordBatchReader.from_batches(table.schema, batches)
     collections = {collection["id"]: dict(collection)} if collection else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +214,7 @@ __all__ = [
     "index_path",
     "items_to_table",
     "row_count",
+    "search_columns_first",
     "sort_by_location",
     "spatial_key",
     "table_to_parquet_bytes",

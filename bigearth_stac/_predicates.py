@@ -1,0 +1,338 @@
+"""SQL predicates over the index, each with a ``pyarrow`` prefilter that prunes row groups.
+
+A :class:`Predicate` is a DuckDB SQL fragment with ``?`` parameters (bound, never spliced in)
+plus, where one is cheap to state, a ``pyarrow.compute`` expression that every matching row also
+satisfies. The search applies the prefilter to the ``pyarrow.dataset`` itself, so the scan skips
+row groups by their statistics before DuckDB sees a row (DuckDB pushes only some comparisons on
+struct fields into an Arrow scan), and DuckDB evaluates the exact SQL on what is left.
+
+Geometry is exact without DuckDB's spatial extension: a bbox comparison in SQL, then the Python
+function :data:`INTERSECTS_UDF` (shapely, vectorised over Arrow) on the rows whose bbox
+intersects but is not inside the query rectangle.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+import shapely.geometry
+
+from bigearth_stac.vocab import PREFIX
+
+INTERSECTS_UDF = "bes_intersects"
+
+
+class QueryError(ValueError):
+    """A search parameter or filter that cannot be answered; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A SQL boolean expression with ``?`` parameters and an optional pruning prefilter."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+    prefilter: pc.Expression | None = None
+    """Every row for which ``sql`` is true also satisfies this (``None``: no pruning)."""
+
+
+TRUE = Predicate("TRUE")
+
+
+def and_(preds: Iterable[Predicate]) -> Predicate:
+    items = [p for p in preds if p is not TRUE]
+    if not items:
+        return TRUE
+    if len(items) == 1:
+        return items[0]
+    pre = [p.prefilter for p in items if p.prefilter is not None]
+    return Predicate(
+        "(" + " AND ".join(p.sql for p in items) + ")",
+        tuple(x for p in items for x in p.params),
+        functools.reduce(lambda a, b: a & b, pre) if pre else None,
+    )
+
+
+def or_(preds: Sequence[Predicate]) -> Predicate:
+    if len(preds) == 1:
+        return preds[0]
+    pre = [p.prefilter for p in preds]
+    return Predicate(
+        "(" + " OR ".join(p.sql for p in preds) + ")",
+        tuple(x for p in preds for x in p.params),
+        None if any(e is None for e in pre) else functools.reduce(lambda a, b: a | b, pre),  # type: ignore[arg-type, return-value]
+    )
+
+
+def not_(pred: Predicate) -> Predicate:
+    # NOT of a superset says nothing about the rows: no prefilter. NULLs stay excluded, as in SQL.
+    return Predicate(f"(NOT {pred.sql})", pred.params)
+
+
+def quote(name: str) -> str:
+    """A SQL identifier for a column name (``"bigearthnet:split"``)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -----------------------------------------------------------------------------------------------
+# Columns: property names -> SQL, kinds, prefilter fields
+# -----------------------------------------------------------------------------------------------
+
+#: Columns that are not properties a filter may name.
+_NOT_QUERYABLE = {"type", "stac_version", "stac_extensions", "links", "assets", "bbox"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    """``string``, ``number``, ``bool``, ``timestamp``, ``list`` or ``geometry``."""
+
+    @property
+    def sql(self) -> str:
+        return quote(self.name)
+
+    @property
+    def field(self) -> pc.Expression:
+        return pc.field(self.name)
+
+
+def _kind(t: pa.DataType) -> str | None:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "list"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or isinstance(t, pa.ExtensionType):
+        return "geometry"
+    return None
+
+
+class Columns:
+    """The queryable properties of one index (from its Arrow schema), with short aliases.
+
+    ``bigearthnet:labels_19`` may also be written ``labels_19``; ``geometry`` is only for the
+    spatial operators.
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.by_name: dict[str, Column] = {}
+        for f in schema:
+            kind = _kind(f.type)
+            if f.name in _NOT_QUERYABLE or kind is None:
+                continue
+            self.by_name[f.name] = Column(f.name, kind)
+        self.aliases = {n.split(":", 1)[1]: n for n in self.by_name if n.startswith(f"{PREFIX}:")}
+
+    def names(self) -> list[str]:
+        return sorted(self.by_name)
+
+    def get(self, name: str) -> Column:
+        full = self.aliases.get(name, name)
+        if full in self.by_name:
+            return self.by_name[full]
+        from bigearth_stac.vocab import closest
+
+        hint = closest(name, list(self.by_name) + list(self.aliases))
+        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise QueryError(f"unknown property {name!r}.{did} Queryable properties: {', '.join(self.names())} "
+                         f"(the bigearthnet: prefix may be left out)")
+
+
+# -----------------------------------------------------------------------------------------------
+# Space
+# -----------------------------------------------------------------------------------------------
+
+BBOX_HELP = ("a bbox is four numbers west,south,east,north in degrees (WGS84), with "
+             "-180 <= west, east <= 180 and -90 <= south <= north <= 90; west > east crosses the antimeridian")
+
+
+def parse_bbox(value: Any) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` from a sequence or ``"W,S,E,N"``; raises :class:`QueryError`."""
+    raw = value.split(",") if isinstance(value, str) else value
+    try:
+        nums = [float(v) for v in raw]
+    except (TypeError, ValueError):
+        raise QueryError(f"malformed bbox {value!r}: {BBOX_HELP}") from None
+    if len(nums) != 4:
+        raise QueryError(f"malformed bbox {value!r} ({len(nums)} numbers): {BBOX_HELP}")
+    w, s, e, n = nums
+    if not all(np.isfinite(nums)) or not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= n <= 90):
+        raise QueryError(f"malformed bbox {value!r}: {BBOX_HELP}")
+    return w, s, e, n
+
+
+def parse_geometry(value: Any) -> shapely.Geometry:
+    """A shapely geometry from GeoJSON (a dict or its ``__geo_interface__``) or a shapely object."""
+    if isinstance(value, shapely.Geometry):
+        geom = value
+    else:
+        gi = getattr(value, "__geo_interface__", value)
+        try:
+            geom = shapely.geometry.shape(gi)
+        except Exception as exc:  # shapely raises several types for bad GeoJSON
+            raise QueryError(f"malformed intersects geometry: {exc}. Give a GeoJSON geometry dict "
+                             "(Point, LineString, Polygon, Multi*, GeometryCollection) or a shapely geometry") from None
+    if geom.is_empty:
+        raise QueryError("intersects geometry is empty")
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    return geom
+
+
+def _bbox_sql(w: float, s: float, e: float, n: float, inside: bool) -> tuple[str, tuple[float, ...]]:
+    if inside:
+        return ("(bbox.xmin >= ? AND bbox.xmax <= ? AND bbox.ymin >= ? AND bbox.ymax <= ?)", (w, e, s, n))
+    return ("(bbox.xmin <= ? AND bbox.xmax >= ? AND bbox.ymin <= ? AND bbox.ymax >= ?)", (e, w, n, s))
+
+
+def _bbox_prefilter(w: float, s: float, e: float, n: float) -> pc.Expression:
+    f = functools.partial(pc.field, "bbox")
+    return (f("xmin") <= e) & (f("xmax") >= w) & (f("ymin") <= n) & (f("ymax") >= s)
+
+
+def intersects(geom: shapely.Geometry) -> Predicate:
+    """Rows whose footprint intersects ``geom`` (boundaries touching count), exactly."""
+    w, s, e, n = geom.bounds
+    hit_sql, hit_params = _bbox_sql(w, s, e, n, inside=False)
+    wkb = shapely.to_wkb(geom)
+    if geom.equals(shapely.box(w, s, e, n)):
+        # A rectangle: a footprint whose bbox lies inside it intersects it; test only the rest.
+        in_sql, in_params = _bbox_sql(w, s, e, n, inside=True)
+        sql = (f"(CASE WHEN NOT {hit_sql} THEN false WHEN {in_sql} THEN true "
+               f"ELSE {INTERSECTS_UDF}(geometry::BLOB, ?) END)")
+        params = hit_params + in_params + (wkb,)
+    else:
+        sql = f"(CASE WHEN NOT {hit_sql} THEN false ELSE {INTERSECTS_UDF}(geometry::BLOB, ?) END)"
+        params = hit_params + (wkb,)
+    return Predicate(sql, params, _bbox_prefilter(w, s, e, n))
+
+
+def bbox_predicate(bbox: tuple[float, float, float, float]) -> Predicate:
+    w, s, e, n = bbox
+    if w > e:  # crosses the antimeridian: two rectangles
+        return or_([intersects(shapely.box(w, s, 180.0, n)), intersects(shapely.box(-180.0, s, e, n))])
+    return intersects(shapely.box(w, s, e, n))
+
+
+_LOCAL = threading.local()
+
+
+def _prepared(wkb: bytes) -> shapely.Geometry:
+    """The query geometry, prepared once per thread.
+
+    DuckDB calls the function from several threads at once, and shapely releases the GIL: a
+    prepared GEOS geometry builds its index lazily and must not be shared between threads (it
+    crashed the process when it was).
+    """
+    cache: dict[bytes, shapely.Geometry] = getattr(_LOCAL, "cache", None) or {}
+    _LOCAL.cache = cache
+    geom = cache.get(wkb)
+    if geom is None:
+        if len(cache) > 64:
+            cache.clear()
+        geom = cache[wkb] = shapely.from_wkb(wkb)
+        shapely.prepare(geom)
+    return geom
+
+
+def intersects_udf(footprints: pa.Array, query: pa.Array) -> pa.Array:
+    """DuckDB Arrow UDF: does each WKB footprint intersect the (constant) WKB query geometry?"""
+    if len(footprints) == 0:
+        return pa.array([], pa.bool_())
+    geoms = shapely.from_wkb(np.asarray(footprints.to_numpy(zero_copy_only=False), dtype=object))
+    qs = query.to_pylist()
+    if len(set(qs)) == 1:
+        return pa.array(shapely.intersects(_prepared(qs[0]), geoms))
+    return pa.array([bool(shapely.intersects(_prepared(q), g)) for q, g in zip(qs, geoms, strict=False)])
+
+
+# -----------------------------------------------------------------------------------------------
+# Time
+# -----------------------------------------------------------------------------------------------
+
+DATETIME_HELP = ("use an RFC 3339 timestamp ('2017-06-01T10:30:00Z'), a date ('2017-06-01', the whole "
+                 "day), or an interval 'start/end' of those with '..' for an open end ('2017-06-01/..')")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def parse_instant(value: Any, end: bool = False) -> datetime:
+    """A UTC datetime; a date means its first (or, with ``end``, its last) microsecond."""
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, date):
+        day = datetime.combine(value, time(), tzinfo=timezone.utc)
+        return day + timedelta(days=1, microseconds=-1) if end else day
+    if isinstance(value, str):
+        text = value.strip()
+        if _DATE_RE.match(text):
+            try:
+                return parse_instant(date.fromisoformat(text), end)
+            except ValueError:
+                pass
+        elif "T" in text.upper():
+            try:
+                return _utc(datetime.fromisoformat(text.upper().replace("Z", "+00:00")))
+            except ValueError:
+                pass
+    raise QueryError(f"malformed datetime {value!r}: {DATETIME_HELP}")
+
+
+def _is_day(value: Any) -> bool:
+    return (isinstance(value, date) and not isinstance(value, datetime)) or (
+        isinstance(value, str) and bool(_DATE_RE.match(value.strip())))
+
+
+def parse_interval(value: Any) -> tuple[datetime | None, datetime | None]:
+    """``(start, end)`` inclusive, ``None`` for an open end, from a datetime, date, string or pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise QueryError(f"malformed datetime interval {value!r}: two ends expected; {DATETIME_HELP}")
+        lo, hi = value
+    elif isinstance(value, str) and "/" in value:
+        parts = value.split("/")
+        if len(parts) != 2:
+            raise QueryError(f"malformed datetime interval {value!r}: {DATETIME_HELP}")
+        lo, hi = parts
+    else:
+        if _is_day(value):
+            return parse_instant(value), parse_instant(value, end=True)
+        t = parse_instant(value)
+        return t, t
+    start = None if lo in (None, "", "..") else parse_instant(lo)
+    stop = None if hi in (None, "", "..") else parse_instant(hi, end=True)
+    if start is None and stop is None:
+        raise QueryError(f"datetime interval {value!r} is open at both ends; {DATETIME_HELP}")
+    if start is not None and stop is not None and start > stop:
+        raise QueryError(f"datetime interval {value!r} ends before it starts")
+    return start, stop
+
+
+def time_predicate(interval: tuple[datetime | None, datetime | None], column: str = "datetime") -> Predicate:
+    start, stop = interval
+    parts = []
+    ts = pa.timestamp("us", tz="UTC")
+    if start is not None:
+        parts.append(Predicate(f"{quote(column)} >= ?", (start,), pc.field(column) >= pa.scalar(start, ts)))
+    if stop is not None:
+        parts.append(Predicate(f"{quote(column)} <= ?", (stop,), pc.field(column) <= pa.scalar(stop, ts)))
+    return and_(parts)

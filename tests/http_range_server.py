@@ -1,0 +1,54 @@
+"""A static HTTP server that honours ``Range`` requests (``python -m http.server`` does not).
+
+Run as ``python -m tests.http_range_server DIR``; it binds 127.0.0.1 on a free port and prints
+``PORT <n>`` once it listens. Used by the remote-index tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        match = _RANGE.match(self.headers.get("Range", ""))
+        path = self.translate_path(self.path)
+        if not match or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if start >= size:
+            self.send_error(416)
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            body = fh.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        import io
+
+        return io.BytesIO(body)
+
+
+def main() -> None:
+    handler = functools.partial(RangeHandler, directory=sys.argv[1])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

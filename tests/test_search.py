@@ -1,0 +1,197 @@
+"""Search results equal a brute-force filter over the same index rows (synthetic: 40 pairs, many zones)."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bigearth_stac import Catalog, SearchResult
+from bigearth_stac._predicates import QueryError
+from bigearth_stac.samples import SAMPLE_SCHEMA
+from bigearth_stac.vocab import COUNTRIES, LABELS_19, LABELS_43, SEASONS, SPLITS, UnknownLabelError
+from tests.search_oracle import brute, index_rows
+
+HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def cat(synthetic_catalog: Path) -> Catalog:
+    return Catalog.open(str(synthetic_catalog))
+
+
+@pytest.fixture(scope="module")
+def rows(synthetic_catalog: Path) -> list[dict]:
+    return index_rows(synthetic_catalog)
+
+
+def test_everything_in_index_order(cat: Catalog, rows: list[dict]) -> None:
+    result = cat.search()
+    assert isinstance(result, SearchResult)
+    assert len(result) == len(rows) == 40
+    assert result.ids() == [r["id"] for r in rows]
+    assert len({r["proj:epsg"] for r in rows}) > 3, "the synthetic catalog should span several UTM zones"
+
+
+@HYP
+@given(
+    labels=st.lists(st.sampled_from(LABELS_19), min_size=1, max_size=3, unique=True),
+    match=st.sampled_from(["any", "all"]),
+    split=st.none() | st.lists(st.sampled_from(SPLITS), min_size=1, max_size=2, unique=True),
+    snow=st.booleans(),
+    clouds=st.booleans(),
+)
+def test_labels_split_flags(cat: Catalog, rows: list[dict], labels: list[str], match: str, split: list[str] | None,
+                            snow: bool, clouds: bool) -> None:
+    got = cat.search(labels=labels, match=match, split=split, exclude_snow=snow, exclude_clouds=clouds).ids()
+    assert got == brute(rows, labels=labels, match=match, split=split, exclude_snow=snow, exclude_clouds=clouds)
+
+
+@HYP
+@given(labels=st.lists(st.sampled_from(LABELS_43), min_size=1, max_size=2, unique=True), match=st.sampled_from(["any", "all"]))
+def test_43_class_labels(cat: Catalog, rows: list[dict], labels: list[str], match: str) -> None:
+    got = cat.search(labels=labels, match=match, nomenclature="43").ids()
+    assert got == brute(rows, labels=labels, match=match, nomenclature="43")
+
+
+@HYP
+@given(countries=st.lists(st.sampled_from(COUNTRIES), min_size=1, max_size=3, unique=True),
+       seasons=st.none() | st.lists(st.sampled_from(SEASONS), min_size=1, max_size=2, unique=True))
+def test_countries_seasons(cat: Catalog, rows: list[dict], countries: list[str], seasons: list[str] | None) -> None:
+    assert cat.search(countries=countries, seasons=seasons).ids() == brute(rows, countries=countries, seasons=seasons)
+
+
+@HYP
+@given(data=st.data())
+def test_bbox_random_around_items(cat: Catalog, rows: list[dict], data: st.DataObject) -> None:
+    r = data.draw(st.sampled_from(rows))
+    x0, y0, x1, y1 = r["_geom"].bounds
+    dx = data.draw(st.floats(-0.05, 0.05))
+    dy = data.draw(st.floats(-0.05, 0.05))
+    w = data.draw(st.floats(0.0, 3.0))
+    h = data.draw(st.floats(0.0, 3.0))
+    bbox = (max(-180, x0 + dx - w), max(-90, y0 + dy - h), min(180, x0 + dx + w), min(90, y0 + dy + h))
+    assert cat.search(bbox=bbox).ids() == brute(rows, bbox=bbox)
+
+
+def test_bbox_edges(cat: Catalog, rows: list[dict]) -> None:
+    r = rows[0]
+    x0, y0, x1, y1 = r["_geom"].bounds
+    # The item's own bbox, a box touching its east edge, and one just beyond it.
+    for bbox in [(x0, y0, x1, y1), (x1, y0, x1 + 0.1, y1), (x1 + 1e-7, y0, x1 + 0.1, y1),
+                 (x0 - 0.1, y1, x1, y1 + 0.1), (x0, y0, x0, y0)]:
+        assert cat.search(bbox=bbox).ids() == brute(rows, bbox=bbox), bbox
+    assert r["id"] in cat.search(bbox=(x1, y0, x1 + 0.1, y1)).ids()  # touching counts
+    assert r["id"] not in cat.search(bbox=(x1 + 1e-7, y0, x1 + 0.1, y1)).ids()
+
+
+def test_bbox_corner_outside_footprint_is_not_a_match(cat: Catalog, rows: list[dict]) -> None:
+    # Footprints are UTM squares, slightly rotated in WGS84: their bbox corners lie outside them.
+    for r in rows:
+        x0, y0, x1, y1 = r["_geom"].bounds
+        corner = (x0, y0, x0 + 1e-6, y0 + 1e-6)
+        if not shapely.intersects(r["_geom"], shapely.box(*corner)):
+            assert r["id"] not in cat.search(bbox=corner).ids()
+            return
+    pytest.skip("no rotated footprint")
+
+
+def test_bbox_across_zones_and_antimeridian(cat: Catalog, rows: list[dict]) -> None:
+    bbox = (-10.0, 35.0, 30.0, 70.0)
+    got = cat.search(bbox=bbox)
+    assert got.ids() == brute(rows, bbox=bbox)
+    assert len({row["proj:epsg"] for row in rows if row["id"] in set(got.ids())}) > 2
+    wrap = (20.0, 35.0, -5.0, 70.0)  # west > east: crosses the antimeridian
+    assert cat.search(bbox=wrap).ids() == brute(rows, bbox=wrap)
+
+
+def test_intersects_polygon(cat: Catalog, rows: list[dict]) -> None:
+    a, b = rows[0]["_geom"], rows[-1]["_geom"]
+    tri = shapely.Polygon([a.centroid.coords[0], b.centroid.coords[0], (a.centroid.x, b.centroid.y)])
+    got = cat.search(intersects=shapely.geometry.mapping(tri)).ids()
+    assert got == brute(rows, geometry=tri)
+    assert cat.search(intersects=tri).ids() == got
+    assert rows[0]["id"] in got and rows[-1]["id"] in got
+
+
+def test_datetime_forms(cat: Catalog, rows: list[dict]) -> None:
+    times = sorted(r["datetime"] for r in rows)
+    mid = times[len(times) // 2]
+    day = mid.date().isoformat()
+    cases = {
+        f"{day}/..": (datetime.fromisoformat(day).replace(tzinfo=timezone.utc), None),
+        f"../{day}": (None, datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1, microseconds=-1)),
+        day: (datetime.fromisoformat(day).replace(tzinfo=timezone.utc),
+              datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1, microseconds=-1)),
+        mid.strftime("%Y-%m-%dT%H:%M:%SZ"): (mid, mid),
+    }
+    for value, interval in cases.items():
+        assert cat.search(datetime=value).ids() == brute(rows, interval=interval), value
+    assert cat.search(datetime=(times[3], times[10])).ids() == brute(rows, interval=(times[3], times[10]))
+    assert mid.isoformat() and len(cat.search(datetime=mid)) >= 1
+
+
+def test_empty_results(cat: Catalog) -> None:
+    result = cat.search(bbox=(170, -80, 171, -79))
+    assert len(result) == 0 and result.ids() == [] and list(result) == []
+    assert result.to_arrow().num_rows == 0 and list(result.pages(10)) == []
+    assert result.sample_table().schema.equals(SAMPLE_SCHEMA)
+    assert cat.search(datetime="1990-01-01").ids() == []
+
+
+def test_limit_paging_and_iteration(cat: Catalog, rows: list[dict]) -> None:
+    ids = [r["id"] for r in rows]
+    assert cat.search(limit=7).ids() == ids[:7]
+    assert [p.column("id").to_pylist() for p in cat.search().pages(15, columns=["id"])] == [ids[:15], ids[15:30], ids[30:]]
+    assert cat.search().page(2, 15).column("id").to_pylist() == ids[30:]
+    first = next(iter(cat.search(limit=1)))
+    assert first["id"] == ids[0] and set(first["assets"]) == {"s2_10m", "s2_20m", "s2_60m"}
+    assert first["assets"]["s2_10m"].endswith(f"{ids[0]}_s2_10m.tif") and Path(first["assets"]["s2_10m"]).exists()
+
+
+def test_conversions(cat: Catalog, rows: list[dict]) -> None:
+    result = cat.search(split="train")
+    table = result.to_arrow()
+    assert table.schema.field("bigearthnet:labels_19").type == pa.list_(pa.field("element", pa.string()))
+    assert table.column("id").to_pylist() == brute(rows, split=["train"])
+    gdf = result.to_geodataframe(["id", "bigearthnet:split"])
+    assert list(gdf["id"]) == table.column("id").to_pylist() and gdf.crs.to_epsg() == 4326
+    items = result.to_item_collection()
+    assert [i.id for i in items] == table.column("id").to_pylist()
+    assert Path(items.items[0].assets["s2_10m"].href).exists()
+    assert len(pickle.loads(pickle.dumps(result))) == len(result)
+
+
+def test_sample_table_pairs(cat: Catalog) -> None:
+    pairs = cat.search(modality="pair", split="train").sample_table()
+    assert pairs.schema.equals(SAMPLE_SCHEMA)
+    for row in pairs.to_pylist():
+        assert len(row["s2_assets"]) == 3 and len(row["s1_assets"]) == 1
+        assert all(Path(p).exists() for p in row["s2_assets"] + row["s1_assets"])
+    s1 = cat.search(modality="s1", split="train").sample_table()
+    assert len(s1) == len(pairs) and all(r["s2_assets"] == [] for r in s1.to_pylist())
+
+
+def test_errors_say_what_is_allowed(cat: Catalog) -> None:
+    with pytest.raises(UnknownLabelError, match="no 19-class counterpart"):
+        cat.search(labels="Port areas")
+    with pytest.raises(UnknownLabelError, match="Did you mean 'Coniferous forest'"):
+        cat.search(labels="Coniferous forests")
+    with pytest.raises(QueryError, match="four numbers"):
+        cat.search(bbox=[1, 2, 3])
+    with pytest.raises(QueryError, match="south <= north"):
+        cat.search(bbox=[1, 50, 3, 40])
+    with pytest.raises(QueryError, match="RFC 3339"):
+        cat.search(datetime="yesterday")
+    with pytest.raises(QueryError, match="ends before it starts"):
+        cat.search(datetime="2018-01-01/2017-01-01")
+    with pytest.raises(QueryError, match="allowed: train, validation, test"):
+        cat.search(split="val")
+    with pytest.raises(QueryError, match="allowed: s2, s1, pair"):
+        cat.search(modality="s3")  # type: ignore[arg-type]
