@@ -25,7 +25,7 @@ demo: setup
 	$(BIN)/python -m bigearth_stac.demo
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 600 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check catalog_builder bigearth_stac tests benchmarks

@@ -2,9 +2,10 @@
 
 Names, countries, seasons, splits and flags are real: pairs are drawn from the official
 ``s1_s2_name_country_season`` table, so the official tables join as they do for real data
-(and the time quirks of real names come along). Pixels, labels and footprints are made up:
-labels are drawn from the 43 classes, footprints placed on a 1.2 km grid in each tile's real
-UTM zone, pixels are smooth random fields with realistic ranges.
+(and the time quirks of real names come along). Pixels and labels are made up
+(smooth random fields with realistic ranges; 1-5 of the 43 classes); footprints are where the
+real patches are, within a few tens of metres: the tile's MGRS square and the grid position in
+the name (:func:`patch_origin`).
 """
 
 from __future__ import annotations
@@ -51,13 +52,34 @@ def official_pairs() -> list[tuple[str, str]]:
     return list(zip(table.column("s1_name").to_pylist(), table.column("s2_name").to_pylist(), strict=True))
 
 
-def tile_origin(tile: str, rng: random.Random) -> tuple[int, float, float]:
-    """(EPSG, easting, northing) of a plausible patch origin inside an MGRS tile's UTM zone."""
-    zone = int(tile[:2])
-    lat_south = -80 + 8 * _BANDS.index(tile[2])
-    northing = 0.0 + (lat_south + 4) * 110_900  # ~metres per degree of latitude
-    easting = 300_000 + 1200 * rng.randrange(0, 300)
-    return 32600 + zone, easting, round(northing / 1200) * 1200 + 1200 * rng.randrange(0, 60)
+_COLUMN_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
+_ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+
+
+def mgrs_tile_corner(tile: str) -> tuple[int, int, int]:
+    """(EPSG, west, north) of a Sentinel-2 tile: the north-west corner of its MGRS 100 km square.
+
+    Column letters cycle through three sets by zone; row letters repeat every 2,000 km and start
+    at F in even zones; the latitude band picks the 2,000 km cycle.
+    """
+    zone, band, col, row = int(tile[:2]), tile[2], tile[3], tile[4]
+    west = (_COLUMN_SETS[(zone - 1) % 3].index(col) + 1) * 100_000
+    row_index = (_ROW_LETTERS.index(row) - (5 if zone % 2 == 0 else 0)) % 20
+    band_mid_lat = -80 + 8 * _BANDS.index(band) + 4
+    target = band_mid_lat * 110_900  # ~northing of the band's middle (northern hemisphere)
+    south = min((row_index * 100_000 + k * 2_000_000 for k in range(5)), key=lambda n: abs(n + 50_000 - target))
+    return 32600 + zone, west, south + 100_000
+
+
+def patch_origin(s1_name: str) -> tuple[int, float, float]:
+    """(EPSG, ulx, uly) of a v1 patch from its name: its tile's corner plus 1.2 km per grid step.
+
+    The real files agree (``S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48`` -> EPSG:32633,
+    404400, 5342400), so synthetic footprints sit where the real patches are.
+    """
+    parts = s1_name.split("_")
+    epsg, west, north = mgrs_tile_corner(parts[5])
+    return epsg, float(west + 1200 * int(parts[6])), float(north - 1200 * int(parts[7]))
 
 
 def _field(rng: np.random.Generator, size: int, low: float, high: float) -> np.ndarray:
@@ -78,7 +100,7 @@ def write_pair(s2_root: Path, s1_root: Path, s1_name: str, s2_name: str, seed: i
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     tile = s1_name.split("_")[5]
-    epsg, ulx, uly = tile_origin(tile, rng)
+    epsg, ulx, uly = patch_origin(s1_name)
     zone = epsg - 32600
     wkt = WKT_TEMPLATE.format(zone=zone, hemi="N", cm=-183 + 6 * zone, epsg=epsg)
     labels = sorted(rng.sample(LABELS_43, rng.randint(1, 5)), key=LABELS_43.index)

@@ -3,7 +3,7 @@
 For the search benchmark and the remote-read tests. Names, countries and seasons come from the
 official ``s1_s2_name_country_season`` table, splits and snow / cloud flags from the official
 lists (:func:`catalog_builder.tables.load_tables`); labels and footprints are synthesized
-(footprints on a 1.2 km grid in each tile's real UTM zone, :func:`synthetic.tile_origin`).
+(footprints on a 1.2 km grid in each tile's real UTM zone, :func:`synthetic.patch_origin`).
 
 Building 590k item dicts and parsing them with stac-geoparquet takes minutes, so the table is
 built column by column instead: one real item per collection (``stac.build_item``) gives the
@@ -45,7 +45,7 @@ from catalog_builder.index import (
 )
 from catalog_builder.records import PairRecord, PatchRecord
 from catalog_builder.stac import build_catalog, build_collection, build_item
-from catalog_builder.synthetic import official_pairs, tile_origin
+from catalog_builder.synthetic import official_pairs, patch_origin
 from catalog_builder.tables import load_tables
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,12 @@ def synthetic_tables(n: int | None = None, seed: int = 0, layout: str = "stacked
     if n is not None:
         pairs = random.Random(seed).sample(pairs, n)
     tables = load_tables()
-    rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     count = len(pairs)
     s1_ids = [p[0] for p in pairs]
     s2_ids = [p[1] for p in pairs]
     tiles = [s.split("_")[5] for s in s1_ids]
-    origin = [tile_origin(t, rng) for t in tiles]
+    origin = [patch_origin(s) for s in s1_ids]
     epsg = np.array([o[0] for o in origin])
     ulx = np.array([o[1] for o in origin], dtype=float)
     uly = np.array([o[2] for o in origin], dtype=float)
