@@ -17,7 +17,7 @@ hot path reads only this table (DESIGN.md #5): no pystac, no item JSON.
 from __future__ import annotations
 
 import posixpath
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -94,3 +94,17 @@ def sample_table(
         },
         schema=SAMPLE_SCHEMA,
     )
+
+
+def as_sample_table(source: Any, keep_extra: bool = False) -> pa.Table:
+    """The sample table of a search result (anything with ``.sample_table()``) or of a table.
+
+    ``keep_extra`` keeps columns beyond :data:`SAMPLE_SCHEMA` (e.g. ``bbox`` for footprint centres).
+    """
+    table = source.sample_table() if hasattr(source, "sample_table") else source
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"expected a search result or a pyarrow sample table, got {type(source).__name__}")
+    missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
+    return table if keep_extra else table.select(SAMPLE_SCHEMA.names).combine_chunks()

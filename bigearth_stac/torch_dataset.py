@@ -48,7 +48,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from bigearth_stac.bandplan import BandPlan, band_plan, split_bands
 from bigearth_stac.decode import decode
 from bigearth_stac.fetch import Fetcher, FetchError
-from bigearth_stac.samples import SAMPLE_SCHEMA
+from bigearth_stac.samples import as_sample_table
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.sharding import Uneven, epoch_order, per_rank, resolve_world, shard
 from bigearth_stac.vocab import BAND_STATS, BANDS, CLASS_ORDERS, Nomenclature
@@ -76,16 +76,6 @@ class SampleError(RuntimeError):
         self.href = href
         super().__init__(f"sample {sample_id!r}: could not read {href}: {cause}")
 
-
-def as_sample_table(source: Any) -> pa.Table:
-    """The sample table of a search result (anything with ``.sample_table()``) or of a table."""
-    table = source.sample_table() if hasattr(source, "sample_table") else source
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"expected a search result or a pyarrow sample table, got {type(source).__name__}")
-    missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
-    if missing:
-        raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
-    return table.select(SAMPLE_SCHEMA.names).combine_chunks()
 
 
 class _Counters:

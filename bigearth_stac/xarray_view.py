@@ -38,7 +38,7 @@ from bigearth_stac.bandplan import (
 )
 from bigearth_stac.decode import decode
 from bigearth_stac.fetch import Fetcher, FetchError
-from bigearth_stac.samples import SAMPLE_SCHEMA
+from bigearth_stac.samples import as_sample_table
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import BANDS, CLASS_ORDERS, PATCH_SIZE_M
 
@@ -98,15 +98,6 @@ def _read_block(block: _Block) -> np.ndarray:
     return out
 
 
-def _table_of(source: Any) -> pa.Table:
-    table = source.sample_table() if hasattr(source, "sample_table") else source
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"expected a search result or a pyarrow sample table, got {type(source).__name__}")
-    missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
-    if missing:
-        raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
-    return table
-
 
 def _centres(source: Any, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
     """Footprint centres (lon, lat) from a ``bbox`` column of the table or of ``source.table``."""
@@ -148,7 +139,7 @@ def to_xarray(
         raise ValueError(f"resolution must be 10, 20 or 60 m, got {resolution!r}")
     if chunk_patches < 1:
         raise ValueError(f"chunk_patches must be >= 1, got {chunk_patches}")
-    table = _table_of(source)
+    table = as_sample_table(source, keep_extra=True)
     n = len(table)
     names = split_bands(bands, (modality,))[modality]
     settings = settings or StorageSettings.from_env()
@@ -222,7 +213,7 @@ def _items(source: Any, modality: str, settings: StorageSettings) -> list[dict[s
         source = list(source.items)
     if isinstance(source, list):
         return [i.to_dict() if hasattr(i, "to_dict") else dict(i) for i in source]
-    table = _table_of(source)
+    table = as_sample_table(source, keep_extra=True)
     hrefs = [_item_json_href(a[0]) for a in table.column(f"{modality}_assets").to_pylist() if a]
     fetcher = _fetcher(settings, 32)
     futures = [(h, fetcher.submit(h, json.loads)) for h in hrefs]

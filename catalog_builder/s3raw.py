@@ -10,28 +10,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bigearth_stac.io import parse_s3_url
 from bigearth_stac.settings import StorageSettings
-from catalog_builder.s3store import is_not_found
+from catalog_builder.s3store import S3Location, is_not_found
 
 log = logging.getLogger(__name__)
 
 
-class S3Reader:
+class S3Reader(S3Location):
     """Bytes by name under ``s3://bucket/prefix``."""
 
     def __init__(self, url: str, settings: StorageSettings | None = None) -> None:
-        loc = parse_s3_url(url.rstrip("/"))
-        if settings is not None and not isinstance(settings, StorageSettings):
-            raise TypeError(f"settings must be a StorageSettings, not {type(settings).__name__}")
-        self.bucket = loc.bucket
-        self.prefix = loc.key.strip("/")
-        self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        self.settings = settings or StorageSettings.from_env()
-
-    @property
-    def client(self) -> Any:
-        return self.settings.shared_client()
+        super().__init__(url, settings)
+        self.root = self.url
 
     def _key(self, name: str) -> str:
         name = name.strip("/")

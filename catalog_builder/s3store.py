@@ -39,8 +39,8 @@ def is_not_found(exc: BaseException) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
-class S3Store:
-    """Whole objects under ``s3://bucket/prefix``, by path relative to the prefix."""
+class S3Location:
+    """``s3://bucket/prefix`` with the settings to reach it (shared by the store and the reader)."""
 
     def __init__(self, url: str, settings: StorageSettings | None = None) -> None:
         loc = parse_s3_url(url.rstrip("/"))
@@ -55,6 +55,10 @@ class S3Store:
     def client(self) -> Any:
         """This process's boto3 client (created on first use, shared by threads)."""
         return self.settings.shared_client()
+
+
+class S3Store(S3Location):
+    """Whole objects under ``s3://bucket/prefix``, by path relative to the prefix."""
 
     def key(self, path: str) -> str:
         """The object key of ``path`` (relative to the catalog root)."""
