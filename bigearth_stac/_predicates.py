@@ -70,7 +70,7 @@ def or_(preds: Sequence[Predicate]) -> Predicate:
     return Predicate(
         "(" + " OR ".join(p.sql for p in preds) + ")",
         tuple(x for p in preds for x in p.params),
-        None if any(e is None for e in pre) else functools.reduce(lambda a, b: a | b, pre),  # type: ignore[arg-type, return-value]
+        None if any(e is None for e in pre) else functools.reduce(lambda a, b: a | b, pre),  # type: ignore[operator]
     )
 
 

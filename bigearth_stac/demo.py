@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def _bar(desc: str, total: int | None = None, unit: str = "it") -> Iterator[tqdm
         yield bar
 
 
-def _progress(bar: tqdm):  # type: ignore[no-untyped-def]
+def _progress(bar: tqdm) -> Callable[[int, int], None]:
     def update(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)

@@ -197,7 +197,7 @@ def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection for searches: UTC, and the exact-intersection function registered."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.create_function(INTERSECTS_UDF, intersects_udf, ["BLOB", "BLOB"], "BOOLEAN", type="arrow",
+    con.create_function(INTERSECTS_UDF, intersects_udf, ["BLOB", "BLOB"], "BOOLEAN", type="arrow",  # type: ignore[call-overload]
                         side_effects=False)
     return con
 
