@@ -77,7 +77,19 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 # -----------------------------------------------------------------------------------------------
 
 
-class _HttpRangeFile(io.RawIOBase):
+class _ReadOnlyFile(io.RawIOBase):
+    """``readall``/``readinto`` in terms of a subclass's ``read`` (what pyarrow's PythonFile calls)."""
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _HttpRangeFile(_ReadOnlyFile):
     """A seekable, read-only view of an HTTP object; each ``read`` is one ``Range`` GET."""
 
     def __init__(self, url: str, size: int, timeout: float) -> None:
@@ -111,14 +123,6 @@ class _HttpRangeFile(io.RawIOBase):
         data = self._range(self._pos, end)
         self._pos += len(data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def _range(self, start: int, end: int) -> bytes:
         if self._whole is not None:
@@ -234,7 +238,7 @@ class ReadStats:
             self.bytes = self.reads = self.opens = 0
 
 
-class _CountingReader(io.RawIOBase):
+class _CountingReader(_ReadOnlyFile):
     def __init__(self, inner: pa.NativeFile, stats: ReadStats) -> None:
         self._inner = inner
         self._stats = stats
@@ -258,14 +262,6 @@ class _CountingReader(io.RawIOBase):
         data = self._inner.read() if n is None or n < 0 else self._inner.read(n)
         self._stats.add(len(data))
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._inner.close()

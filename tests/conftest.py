@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from bigearth_stac import Catalog
 from catalog_builder.build import BuildOptions, build
 from catalog_builder.examples import unpack_examples
 from catalog_builder.sources import open_source
 from catalog_builder.store import LocalStore
 from catalog_builder.synthetic import generate
+from tests.search_oracle import index_rows
 
 # S3 server (moto, real HTTP on 127.0.0.1) fixtures live in their own module.
 pytest_plugins = ["tests.s3fixtures"]
@@ -54,3 +56,15 @@ def real_catalog_per_band(real_raw: tuple[Path, Path], tmp_path_factory: pytest.
 def synthetic_catalog(synthetic_raw: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 synthetic pairs built in the stacked layout; returns the catalog root."""
     return _build(synthetic_raw, tmp_path_factory.mktemp("synthetic-catalog"), "stacked")
+
+
+@pytest.fixture(scope="module")
+def cat(synthetic_catalog: Path) -> Catalog:
+    """The synthetic catalog opened for search (search and CQL2 tests)."""
+    return Catalog.open(str(synthetic_catalog))
+
+
+@pytest.fixture(scope="module")
+def rows(synthetic_catalog: Path) -> list[dict]:
+    """Its index rows as plain dicts, for the brute-force oracle."""
+    return index_rows(synthetic_catalog)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import cql2
 import pytest
@@ -12,21 +11,11 @@ import shapely
 from bigearth_stac import Catalog
 from bigearth_stac._predicates import QueryError
 from bigearth_stac.cql2sql import SUPPORTED, UnsupportedOperator, parse
-from tests.search_oracle import brute, index_rows
+from tests.search_oracle import brute
 
 L19 = "bigearthnet:labels_19"
 L43 = "bigearthnet:labels_43"
 UTC = timezone.utc
-
-
-@pytest.fixture(scope="module")
-def cat(synthetic_catalog: Path) -> Catalog:
-    return Catalog.open(str(synthetic_catalog))
-
-
-@pytest.fixture(scope="module")
-def rows(synthetic_catalog: Path) -> list[dict]:
-    return index_rows(synthetic_catalog)
 
 
 CASES = [

@@ -16,19 +16,9 @@ from bigearth_stac import Catalog, SearchResult
 from bigearth_stac._predicates import QueryError
 from bigearth_stac.samples import SAMPLE_SCHEMA
 from bigearth_stac.vocab import COUNTRIES, LABELS_19, LABELS_43, SEASONS, SPLITS, UnknownLabelError
-from tests.search_oracle import brute, index_rows
+from tests.search_oracle import brute
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module")
-def cat(synthetic_catalog: Path) -> Catalog:
-    return Catalog.open(str(synthetic_catalog))
-
-
-@pytest.fixture(scope="module")
-def rows(synthetic_catalog: Path) -> list[dict]:
-    return index_rows(synthetic_catalog)
 
 
 def test_everything_in_index_order(cat: Catalog, rows: list[dict]) -> None:
