@@ -12,23 +12,25 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml devtools/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	# The official tables and the six real pairs; --no-deps: its own dependencies are stale.
 	$(BIN)/python -m pip install -q --no-deps "bigearthnet-common==2.8.0"
 	$(BIN)/python -m pip install -q -e ".[dev,s3,torch,plot]"
+	# Development-only parts (test S3 server, fault proxy, synthetic index, demo): not shipped.
+	$(BIN)/python -m pip install -q --no-deps -e ./devtools
 	touch $@
 
 demo: setup
-	$(BIN)/python -m bigearth_stac.demo
+	$(BIN)/python -m bigearth_devtools.demo
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 600 $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check catalog_builder bigearth_stac tests benchmarks
+	$(BIN)/ruff check catalog_builder bigearth_stac devtools tests benchmarks
 	$(BIN)/mypy
 
 bench: setup

@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(json.loads(ns.run_one))))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from bigearth_stac.testing.faultproxy import FaultPlan, start_fault_proxy
-    from bigearth_stac.testing.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_devtools.faultproxy import FaultPlan, start_fault_proxy
+    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
 
     n = ns.pairs
     workdir = Path(ns.workdir) / f"pairs-{n}"

@@ -5,7 +5,7 @@
 
 The index is built from the official ``s1_s2_name_country_season`` table (real names, countries,
 seasons, splits and flags; synthesized labels and footprints in each tile's real UTM zone) with
-the builder's own sorting and row-group writer (:mod:`catalog_builder.synthetic_index`). Each
+the builder's own sorting and row-group writer (:mod:`bigearth_devtools.synthetic_index`). Each
 query is timed end to end as a user runs it: ``catalog.search(...)`` then ``.ids()``, on a catalog
 opened once (footer cached). Bytes are counted through a counting filesystem in a separate run.
 The baseline is what a user without this project does: pystac walking item JSON, on a 10k-item
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from bigearth_stac._indexfs import counting_filesystem
 from bigearth_stac.catalog import Catalog
-from catalog_builder.synthetic_index import write_synthetic_catalog
+from bigearth_devtools.synthetic_index import write_synthetic_catalog
 
 log = logging.getLogger("benchmarks.bench_search")
 RESULTS = Path(__file__).parent / "results"
@@ -103,7 +103,7 @@ def local_runs(root: Path, qs: dict[str, dict[str, Any]], repeats: int) -> dict[
 
 
 def s3_runs(root: Path, qs: dict[str, dict[str, Any]], repeats: int) -> dict[str, Any]:
-    from bigearth_stac.testing.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
 
     for k in CONFLICTING_ENV:
         os.environ.pop(k, None)

@@ -110,7 +110,7 @@ SERVER_MD = """
     """
 
 SERVER_CODE = """
-    from bigearth_stac.testing.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
 
     for name in CONFLICTING_ENV:  # variables that would send clients to another endpoint
         os.environ.pop(name, None)

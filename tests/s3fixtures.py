@@ -2,7 +2,7 @@
 
 ``s3_server`` (session): one moto process for the whole session, with dummy credentials in the
 environment while it runs; ``s3_bucket`` (function): a fresh, empty bucket per test;
-``fault_proxy`` (function): a :class:`~bigearth_stac.testing.faultproxy.FaultProxy` in front of
+``fault_proxy`` (function): a :class:`~bigearth_devtools.faultproxy.FaultProxy` in front of
 the server, forwarding everything until a test configures faults.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from bigearth_stac.settings import StorageSettings
-from bigearth_stac.testing.faultproxy import FaultProxy, start_fault_proxy
-from bigearth_stac.testing.s3server import (
+from bigearth_devtools.faultproxy import FaultProxy, start_fault_proxy
+from bigearth_devtools.s3server import (
     CONFLICTING_ENV,
     DUMMY_CREDENTIALS,
     S3Server,

@@ -270,7 +270,7 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path: Path) -> None:
     marker = f"BIGEARTH_DEMO_TEST={uuid.uuid4().hex}"
     env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bigearth_stac.demo", "--pairs", "20", "--steps", "2",
+    proc = subprocess.run([sys.executable, "-m", "bigearth_devtools.demo", "--pairs", "20", "--steps", "2",
                            "--workdir", str(tmp_path / "demo")],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     seconds = time.perf_counter() - started

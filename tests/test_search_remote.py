@@ -13,7 +13,7 @@ import pytest
 
 from bigearth_stac import Catalog
 from bigearth_stac._indexfs import counting_filesystem, filesystem_for
-from catalog_builder.synthetic_index import write_synthetic_catalog
+from bigearth_devtools.synthetic_index import write_synthetic_catalog
 
 QUERIES = [
     {"labels": ["Coniferous forest"], "split": "train"},

@@ -294,7 +294,7 @@ def test_s3_matches_local_bit_for_bit(real_catalog: Path, s3_catalog: str, s3_se
 def test_s3_transient_errors_are_retried_and_persistent_ones_named(
     real_catalog: Path, s3_catalog: str, s3_server: object, fault_proxy: object
 ) -> None:
-    from bigearth_stac.testing.faultproxy import FaultPlan
+    from bigearth_devtools.faultproxy import FaultPlan
 
     table = pairs_table(real_catalog, base=s3_catalog)
     proxied = s3_server.settings_for(fault_proxy.endpoint_url, max_attempts=3)  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ Nothing is downloaded: the six real pairs and the official tables come from
 search and the loader have something to chew on. A real S3 server (moto) runs on 127.0.0.1
 for the duration and is stopped at the end, as is every other process the demo starts.
 
-    python -m bigearth_stac.demo [--pairs 300] [--workdir demo-output] [--steps 20]
+    python -m bigearth_devtools.demo [--pairs 300] [--workdir demo-output] [--steps 20]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from bigearth_stac.catalog import Catalog
-    from bigearth_stac.testing.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
     from catalog_builder.build import BuildOptions, build
     from catalog_builder.s3store import S3Store
     from catalog_builder.sources import open_source
