@@ -1,13 +1,11 @@
-"""Where an index lives: a URL -> (pyarrow filesystem, path), for local paths, http(s) and s3.
+"""pyarrow filesystems the I/O layer builds on: range reads over http(s), and read counting.
 
 Remote indexes are read with range requests only (the Parquet footer, then the column chunks a
 query needs), through a ``pyarrow.fs`` filesystem that a ``pyarrow.dataset`` and DuckDB can scan
-(DESIGN.md #4: no DuckDB extension, no fsspec HTTP behind DuckDB):
-
-- ``s3://bucket/key``: ``pyarrow.fs.S3FileSystem`` built from :class:`StorageSettings` (in
-  pyarrow's wheel; nothing downloads at run time).
-- ``http(s)://``: a small range-request reader (stdlib ``urllib``) behind ``pyarrow.fs.PyFileSystem``.
-- anything else: the local filesystem.
+(DESIGN.md #4: no DuckDB extension, no fsspec HTTP behind DuckDB). Which filesystem serves a URL
+is decided in one place, :func:`bigearth_stac.io.filesystem_for`; s3 uses pyarrow's own
+``S3FileSystem`` (:meth:`StorageSettings.pyarrow_filesystem`), http(s) the
+:class:`HttpRangeHandler` below (stdlib ``urllib``, retried under the settings' policy).
 
 :func:`counting_filesystem` wraps any of them and counts bytes and reads, for tests and benchmarks.
 """
@@ -26,55 +24,30 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from bigearth_stac.settings import StorageSettings
 
 log = logging.getLogger(__name__)
-
-SCHEMES = ("file", "http", "https", "s3")
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """``(scheme, rest)``; a plain path has scheme ``file``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "file", url
-    scheme = scheme.lower()
-    if scheme not in SCHEMES:
-        raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}; use a local path, file://, http(s):// or s3://")
-    return scheme, rest
-
-
-def _s3_filesystem(settings: StorageSettings) -> pafs.FileSystem:
-    build = getattr(settings, "pyarrow_filesystem", None)
-    if build is not None:
-        return build()
-    kwargs: dict[str, Any] = {"anonymous": settings.anonymous, "region": settings.region or "us-east-1"}
-    if settings.endpoint_url:
-        scheme, _, host = settings.endpoint_url.partition("://")
-        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
-    return pafs.S3FileSystem(**kwargs)
-
-
-def filesystem_for(url: str, settings: StorageSettings | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem that reads ``url`` and the path of ``url`` inside it."""
-    scheme, rest = split_url(url)
-    if scheme == "s3":
-        return _s3_filesystem(settings or StorageSettings.from_env()), rest
-    if scheme in ("http", "https"):
-        host, _, path = rest.partition("/")
-        return pafs.PyFileSystem(HttpRangeHandler(f"{scheme}://{host}")), "/" + path
-    return pafs.LocalFileSystem(), os.path.abspath(rest)
-
-
-def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    """The whole object at ``path`` (small documents: catalog and collection JSON)."""
-    with fs.open_input_stream(path) as fh:
-        return fh.read()
-
 
 # -----------------------------------------------------------------------------------------------
 # http(s): range requests
 # -----------------------------------------------------------------------------------------------
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead out of the catalog: answer it as the error it is for us."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
+def _retrying(fn: Any, retry: Any, what: str) -> Any:
+    if retry is None:
+        return fn()
+    from bigearth_stac.io import with_retries
+
+    return with_retries(fn, retry, what)
 
 
 class _ReadOnlyFile(io.RawIOBase):
@@ -92,8 +65,9 @@ class _ReadOnlyFile(io.RawIOBase):
 class _HttpRangeFile(_ReadOnlyFile):
     """A seekable, read-only view of an HTTP object; each ``read`` is one ``Range`` GET."""
 
-    def __init__(self, url: str, size: int, timeout: float) -> None:
+    def __init__(self, url: str, size: int, timeout: float, retry: Any = None) -> None:
         self.url = url
+        self._retry = retry
         self._size = size
         self._pos = 0
         self._timeout = timeout
@@ -128,10 +102,14 @@ class _HttpRangeFile(_ReadOnlyFile):
         if self._whole is not None:
             return self._whole[start:end]
         req = urllib.request.Request(self.url, headers={"Range": f"bytes={start}-{end - 1}"})
-        with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-            body = resp.read()
-            if resp.status == 206:
-                return body
+
+        def get() -> tuple[int, bytes]:
+            with _NO_REDIRECTS.open(req, timeout=self._timeout) as resp:
+                return resp.status, resp.read()
+
+        status, body = _retrying(get, self._retry, self.url)
+        if status == 206:
+            return body[: end - start]
         log.warning("%s ignores Range requests; read the whole object (%d bytes)", self.url, len(body))
         self._whole = body
         return body[start:end]
@@ -140,9 +118,10 @@ class _HttpRangeFile(_ReadOnlyFile):
 class HttpRangeHandler(pafs.FileSystemHandler):
     """A read-only ``pyarrow`` filesystem over one http(s) origin; paths are ``/path`` on it."""
 
-    def __init__(self, origin: str, timeout: float = 60.0) -> None:
+    def __init__(self, origin: str, timeout: float = 60.0, retry: Any = None) -> None:
         self.origin = origin.rstrip("/")
         self.timeout = timeout
+        self.retry = retry
         self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -160,9 +139,13 @@ class HttpRangeHandler(pafs.FileSystemHandler):
             if path in self._sizes:
                 return self._sizes[path]
         req = urllib.request.Request(self._url(path), method="HEAD")
+
+        def head() -> int:
+            with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:
+                return int(resp.headers["Content-Length"])
+
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                size = int(resp.headers["Content-Length"])
+            size = _retrying(head, self.retry, self._url(path))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise FileNotFoundError(self._url(path)) from exc
@@ -191,13 +174,17 @@ class HttpRangeHandler(pafs.FileSystemHandler):
         return infos
 
     def open_input_file(self, path: str) -> pa.NativeFile:
-        return pa.PythonFile(_HttpRangeFile(self._url(path), self._size(path), self.timeout), mode="r")
+        return pa.PythonFile(_HttpRangeFile(self._url(path), self._size(path), self.timeout, self.retry), mode="r")
 
     def open_input_stream(self, path: str) -> pa.NativeFile:
         url = self._url(path)
+
+        def get() -> bytes:
+            with _NO_REDIRECTS.open(url, timeout=self.timeout) as resp:
+                return resp.read()
+
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                return pa.BufferReader(resp.read())
+            return pa.BufferReader(_retrying(get, self.retry, url))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise FileNotFoundError(url) from exc

@@ -3,15 +3,22 @@
 ``Catalog.open(url)`` reads the root ``catalog.json``, follows its ``child`` links to the two
 collections and finds each one's ``geoparquet-items`` asset (the stac-geoparquet index). Nothing
 else is read until a search runs; item JSONs are never read. Local paths, ``http(s)://`` and
-``s3://`` work alike (see :mod:`bigearth_stac._indexfs`): remote indexes are read by range
-requests, and each index's Parquet footer is read once and cached for the catalog's lifetime.
+``s3://`` work alike (see :mod:`bigearth_stac.io`): remote indexes are read by range requests,
+and each index's Parquet footer is read once and cached for the catalog's lifetime.
+
+A catalog is untrusted input (DESIGN.md #13): every link and asset href is resolved through the
+catalog's :class:`~bigearth_stac.hrefs.Scope` and refused, naming the href, if it leaves the
+catalog's root (or the extra roots the caller allows). The scope travels with search results
+into sample tables, the loader and the xarray view.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +26,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from bigearth_stac._indexfs import filesystem_for, read_bytes, split_url
-from bigearth_stac.samples import join_href
+from bigearth_stac.contract import CATALOG_FILE, INDEX_ASSET
+from bigearth_stac.hrefs import Scope, catalog_root, parse
+from bigearth_stac.io import filesystem_for, open_url, path_in_filesystem
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION
 
@@ -29,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INDEX_ASSET = "geoparquet-items"
 MODALITY_OF = {S2_COLLECTION: "s2", S1_COLLECTION: "s1"}
 
 #: How the index is scanned: coalesce the column chunks of a row group into few large range
@@ -107,47 +114,54 @@ class CollectionIndex:
 class Catalog:
     """A published BigEarthNet catalog: its collections and their search indexes."""
 
-    def __init__(self, url: str, indexes: dict[str, CollectionIndex], settings: StorageSettings | None = None) -> None:
+    def __init__(self, url: str, indexes: dict[str, CollectionIndex], settings: StorageSettings | None = None,
+                 scope: Scope | None = None) -> None:
         self.url = url
         self.indexes = indexes
         """Modality (``s2``, ``s1``) -> :class:`CollectionIndex`."""
         self.settings = settings
+        self.scope = scope or Scope.of_catalog(url)
+        """The roots readers of this catalog may touch (its folder, plus what the caller allowed)."""
 
     def __repr__(self) -> str:
         return f"Catalog({self.url!r}, collections={[i.collection_id for i in self.indexes.values()]})"
 
     @classmethod
     def open(cls, url: str, settings: StorageSettings | None = None,
-             filesystem: pafs.FileSystem | None = None) -> Catalog:
+             filesystem: pafs.FileSystem | None = None, allow: Sequence[str] = ()) -> Catalog:
         """Open the root catalog at ``url`` (its ``catalog.json`` or the folder holding it).
 
         ``settings`` configure ``s3://`` access; ``filesystem`` replaces the one chosen from the
-        URL's scheme (paths inside it as :func:`bigearth_stac._indexfs.filesystem_for` gives them).
+        index URL's scheme for index reads (paths as :func:`bigearth_stac.io.path_in_filesystem`
+        gives them). ``allow``: other roots (``s3://mirror/bigearthnet/``) whose objects this
+        catalog may reference; by default every href must stay under the catalog's own folder,
+        else :class:`~bigearth_stac.hrefs.HrefError` names it.
         """
-        url = str(url)
-        if not url.endswith(".json"):
-            url = url.rstrip("/") + "/catalog.json"
-        fs, root_path = filesystem_for(url, settings)
-        fs = filesystem or fs
-        root = _read_json(fs, root_path, url)
+        url = _root_document(str(url))
+        scope = Scope.of_catalog(url, allow)
+        root = _read_json(url, settings, scope)
         indexes: dict[str, CollectionIndex] = {}
-        for link in root.get("links", []):
+        for link in _links(root, url):
             if link.get("rel") != "child":
                 continue
-            coll_url = join_href(url, link["href"])
-            coll = _read_json(fs, _path_in(coll_url, root_path, url), coll_url)
-            modality = MODALITY_OF.get(coll.get("id", ""))
-            asset = coll.get("assets", {}).get(INDEX_ASSET)
-            if modality is None or asset is None:
+            coll_url = scope.resolve(url, link.get("href"))  # type: ignore[arg-type]
+            coll = _read_json(coll_url, settings, scope)
+            modality = MODALITY_OF.get(coll.get("id", "")) if isinstance(coll.get("id"), str) else None
+            assets = coll.get("assets")
+            asset = assets.get(INDEX_ASSET) if isinstance(assets, dict) else None
+            if modality is None or not isinstance(asset, dict):
                 log.debug("skipping child %s: not a BigEarthNet collection with an index", coll_url)
                 continue
-            index_url = join_href(coll_url, asset["href"])
-            indexes[modality] = CollectionIndex(coll["id"], modality, index_url, coll.get("bigearthnet:layout"),
-                                                _path_in(index_url, root_path, url), fs)
+            index_url = scope.resolve(coll_url, asset.get("href"))  # type: ignore[arg-type]
+            fs, path = ((filesystem, path_in_filesystem(index_url)) if filesystem is not None
+                        else filesystem_for(index_url, settings))
+            layout = coll.get("bigearthnet:layout")
+            indexes[modality] = CollectionIndex(coll["id"], modality, index_url,
+                                                layout if isinstance(layout, str) else None, path, fs)
         if "s2" not in indexes and "s1" not in indexes:
             raise CatalogError(f"{url} links no collection with a {INDEX_ASSET!r} asset "
                                f"(expected {S2_COLLECTION} and {S1_COLLECTION})")
-        return cls(url, indexes, settings)
+        return cls(url, indexes, settings, scope)
 
     def index(self, modality: str) -> CollectionIndex:
         """The index of ``s2`` or ``s1``."""
@@ -162,21 +176,33 @@ class Catalog:
         return search(self, **kwargs)
 
 
-def _path_in(url: str, root_path: str, root_url: str) -> str:
-    """Path of ``url`` inside the filesystem that holds ``root_url`` (at ``root_path``)."""
-    scheme, rest = split_url(url)
-    if scheme == "s3" or scheme == "file":
-        return filesystem_for(url)[1] if scheme == "file" else rest
-    root_scheme, root_rest = split_url(root_url)
-    if rest.partition("/")[0] != root_rest.partition("/")[0]:
-        raise CatalogError(f"{url} is on another host than the catalog {root_url}; links must stay on one origin")
-    return "/" + rest.partition("/")[2]
+def _root_document(url: str) -> str:
+    """The URL of the root document: ``catalog.json`` in a folder; local symlinks resolved."""
+    loc = parse(url)
+    name = posixpath.basename(loc.path) if loc.path.endswith(".json") else CATALOG_FILE
+    root = catalog_root(loc.url)
+    return f"{root.rstrip('/')}/{name}"
 
 
-def _read_json(fs: pafs.FileSystem, path: str, url: str) -> dict[str, Any]:
+def _links(doc: dict[str, Any], url: str) -> list[dict[str, Any]]:
+    links = doc.get("links", [])
+    if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+        raise CatalogError(f"{url}: 'links' is not a list of link objects")
+    return links
+
+
+def _read_json(url: str, settings: StorageSettings | None, scope: Scope) -> dict[str, Any]:
+    """A catalog or collection document, size-capped, depth-safe, and a JSON object."""
     try:
-        return json.loads(read_bytes(fs, path))
+        doc = json.loads(open_url(url, settings, scope=scope))
     except FileNotFoundError:
         raise CatalogError(f"not found: {url}") from None
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise CatalogError(f"{url} is not usable JSON: nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"{url} is not JSON: {exc}") from None
+    except OSError as exc:
+        raise CatalogError(f"cannot read {url}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{url} is not a STAC catalog or collection (a JSON {type(doc).__name__}, not an object)")
+    return doc

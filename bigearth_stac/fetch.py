@@ -1,7 +1,8 @@
 """Whole-object GETs, many in flight: local files, http(s) and s3.
 
-A :class:`Fetcher` owns a thread pool (``max_in_flight`` threads) and one client per scheme,
-shared by its threads (a boto3 client and a urllib3 pool are thread-safe). Objects are small
+A :class:`Fetcher` owns a thread pool (``max_in_flight`` threads) and an
+:class:`~bigearth_stac.io.ObjectReader` (the I/O layer: one client per scheme, shared by the
+threads, and the one retry policy). Objects are small
 (a COG of a patch is 1-100 KB), so each is read whole in one request: ranged reads cost more
 round trips than they save (DESIGN.md #6). Transient failures (connection errors, timeouts,
 HTTP 429 and 5xx, throttling) are retried with exponential backoff and jitter; permanent ones
@@ -15,28 +16,19 @@ threads and sockets, which do not survive pickling or ``fork``.
 from __future__ import annotations
 
 import logging
-import random
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
+from bigearth_stac.hrefs import HrefError, Scope, parse
+from bigearth_stac.io import ObjectReader, RetryPolicy, is_transient
 from bigearth_stac.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FetchError", "Fetcher", "RetryPolicy", "split_s3_url"]
+__all__ = ["FetchError", "Fetcher", "RetryPolicy", "is_transient"]
 
 T = TypeVar("T")
-
-_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
-_TRANSIENT_S3_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests",
-}  # fmt: skip
 
 
 class FetchError(OSError):
@@ -56,172 +48,69 @@ class FetchError(OSError):
         return FetchError(self.href, self.cause, self.attempts, sample_id)
 
 
-class _HTTPStatusError(OSError):
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status} {reason}")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures are retried."""
-
-    attempts: int = 5
-    """Attempts per object, the first included."""
-    base_delay: float = 0.05
-    """Delay before the first retry in seconds; doubles each retry, with full jitter."""
-    max_delay: float = 5.0
-    """Cap on one delay."""
-
-    def delay(self, retry: int) -> float:
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
-
-
-def is_transient(exc: BaseException, s3: bool = False) -> bool:
-    """Whether a failed GET is worth retrying (here, on top of the client's own retries).
-
-    boto3 already retries throttling, 5xx and connection errors of a request (``settings.
-    max_attempts`` in all), so for s3 only errors while streaming the body are retried here; a
-    ``ClientError`` that reaches us has used up botocore's attempts or is permanent (404, 403).
-    """
-    if isinstance(exc, _HTTPStatusError):
-        return exc.status in _TRANSIENT_HTTP
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    try:
-        from botocore import exceptions as bce
-    except ImportError:  # pragma: no cover - boto3 is an optional dependency
-        bce = None
-    if bce is not None:
-        if isinstance(exc, bce.ClientError):
-            if s3:
-                return False
-            err = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            return err.get("Code") in _TRANSIENT_S3_CODES or status in _TRANSIENT_HTTP
-        streaming = (bce.ResponseStreamingError, bce.IncompleteReadError, bce.ReadTimeoutError)
-        if isinstance(exc, streaming):
-            return True
-        if isinstance(exc, bce.BotoCoreError):
-            return not s3
-    import urllib3.exceptions
-
-    if isinstance(exc, urllib3.exceptions.HTTPError):
-        return True
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def split_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key)."""
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    if not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key URL: {url!r}")
-    return bucket, key
-
-
-def _boto3_client(settings: StorageSettings, pool: int) -> Any:
-    """A boto3 S3 client with a connection pool as large as the number of requests in flight."""
-    wide = replace(settings, max_pool_connections=max(settings.max_pool_connections, pool))
-    make = getattr(wide, "boto3_client", None)
-    if callable(make):
-        return make()
-    import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
-
-    session = boto3.session.Session(profile_name=wide.profile) if wide.profile else boto3.session.Session()
-    config = Config(
-        retries={"max_attempts": wide.max_attempts, "mode": wide.retry_mode},
-        max_pool_connections=wide.max_pool_connections,
-        request_checksum_calculation=wide.checksums,
-        response_checksum_validation=wide.checksums,
-        s3={"addressing_style": "path"} if wide.endpoint_url else None,
-        signature_version=UNSIGNED if wide.anonymous else None,
-    )
-    return session.client("s3", endpoint_url=wide.endpoint_url, region_name=wide.region or "us-east-1", config=config)
-
-
 class Fetcher:
-    """Concurrent whole-object reads with retries; counts requests, bytes and retries."""
+    """Concurrent whole-object reads through the I/O layer; counts requests, bytes and retries.
+
+    ``scope``: the roots reads must stay in (a sample table built from a catalog carries its
+    catalog's scope); an href outside it fails with a :class:`FetchError` whose cause is an
+    :class:`~bigearth_stac.hrefs.HrefError`, before any request is sent.
+    """
 
     def __init__(
         self,
         settings: StorageSettings | None = None,
         max_in_flight: int = 32,
         retry: RetryPolicy | None = None,
+        scope: Scope | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.settings = settings or StorageSettings.from_env()
         self.max_in_flight = max_in_flight
-        self.retry = retry or RetryPolicy(attempts=max(1, self.settings.max_attempts))
+        self.scope = scope
+        self.reader = ObjectReader(self.settings, pool_size=max_in_flight, retry=retry)
         self._pool: ThreadPoolExecutor | None = None
-        self._s3: Any = None
-        self._http: Any = None
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.bytes = 0
-        self.retries = 0
 
-    # -- clients, created on first use in the process that uses them ---------------------------
-    def _s3_client(self) -> Any:
-        with self._lock:
-            if self._s3 is None:
-                self._s3 = _boto3_client(self.settings, self.max_in_flight)
-            return self._s3
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.reader.retry
 
-    def _http_pool(self) -> Any:
-        with self._lock:
-            if self._http is None:
-                import urllib3
+    @property
+    def requests(self) -> int:
+        """Requests sent, retries (botocore's included) counted."""
+        return self.reader.requests
 
-                self._http = urllib3.PoolManager(maxsize=self.max_in_flight, retries=False)
-            return self._http
+    @property
+    def bytes(self) -> int:
+        return self.reader.bytes
+
+    @property
+    def retries(self) -> int:
+        """Retried requests, botocore's own retries of S3 requests included."""
+        return self.reader.retries
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="bigearth-fetch")
         return self._pool
 
-    # -- one GET -------------------------------------------------------------------------------
-    def _get_once(self, href: str) -> bytes:
-        if href.startswith("s3://"):
-            bucket, key = split_s3_url(href)
-            resp = self._s3_client().get_object(Bucket=bucket, Key=key)
-            with resp["Body"] as body:
-                return body.read()
-        if href.startswith(("http://", "https://")):
-            resp = self._http_pool().request("GET", href, preload_content=True)
-            if resp.status != 200:
-                raise _HTTPStatusError(resp.status, resp.reason or "")
-            return resp.data
-        if "://" in href and not href.startswith("file://"):
-            raise ValueError(f"unsupported URL scheme in {href!r}: use a path, file://, http(s):// or s3://")
-        return Path(href.removeprefix("file://")).read_bytes()
+    def _confined(self, href: str) -> str:
+        if self.scope is None:
+            return parse(href).url
+        url = self.scope.check(href)
+        if parse(url).scheme == "file":
+            url = self.scope.check_local(url)
+        return url
 
     def get(self, href: str) -> bytes:
         """The whole object at ``href``, retrying transient failures; :class:`FetchError` else."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                data = self._get_once(href)
-            except Exception as exc:
-                if attempt >= self.retry.attempts or not is_transient(exc, s3=href.startswith("s3://")):
-                    raise FetchError(href, exc, attempt) from exc
-                delay = self.retry.delay(attempt - 1)
-                log.debug("retrying %s in %.2fs after %s", href, delay, exc)
-                with self._lock:
-                    self.requests += 1
-                    self.retries += 1
-                time.sleep(delay)
-                continue
-            with self._lock:
-                self.requests += 1
-                self.bytes += len(data)
-            return data
+        try:
+            return self.reader.get(self._confined(href))
+        except HrefError as exc:
+            raise FetchError(href, exc, 1) from exc
+        except Exception as exc:
+            raise FetchError(href, exc, getattr(exc, "attempts", 1)) from exc
 
-    # -- many in flight ------------------------------------------------------------------------
     def submit(self, href: str, then: Callable[[bytes], T] | None = None) -> Future[Any]:
         """Fetch ``href`` on the pool; ``then`` (e.g. a decoder) runs on the same thread."""
         if then is None:
@@ -249,11 +138,7 @@ class Fetcher:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Threads, sockets and clients stay behind; the copy makes its own on first use.
+        # Threads stay behind; the reader drops its clients and the copy makes its own.
         state = self.__dict__.copy()
-        state.update(_pool=None, _s3=None, _http=None, _lock=None)
+        state["_pool"] = None
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()

@@ -1,265 +1,378 @@
-"""Reading a published catalog: bytes by URL, safe href resolution, COGs through GDAL.
+"""The one I/O layer: bytes by URL, with one retry policy, for every reader of a catalog.
 
-Three kinds of location are understood everywhere: a local path (or ``file://``), ``http(s)://``
-and ``s3://bucket/key``. How to reach S3 (endpoint, credentials, retries, GDAL options) comes
-from the :class:`~bigearth_stac.settings.StorageSettings` passed in; nothing here keeps a
-process-wide default.
+Every reader of a published catalog (catalog and collection documents, the index, the sample
+table's COGs in the loader and the xarray view, item JSON for mosaics) turns an href into bytes
+here, after :mod:`bigearth_stac.hrefs` has resolved and confined it to the catalog (DESIGN.md #13):
 
-Security: a catalog is untrusted input. :func:`resolve_href` refuses any href that leaves the
-catalog root (``../../etc/passwd``, another bucket or host, an absolute local path), and
-:func:`open_raster` lets GDAL use its GTiff driver only, so a crafted asset (a VRT pointing at
-local files, or any other format GDAL would otherwise sniff) is not opened.
+- :func:`open_url` - a whole small object (JSON documents), size-capped;
+- :class:`ObjectReader` - whole-object GETs for many threads (the :class:`~bigearth_stac.fetch.Fetcher`
+  runs it on a pool), one client per scheme per process;
+- :func:`filesystem_for` - a ``pyarrow`` filesystem and path for range reads of Parquet indexes;
+- :func:`open_raster` - a COG through GDAL (GTiff driver only).
+
+How to reach S3 (endpoint, credentials, retries, GDAL options) comes from the
+:class:`~bigearth_stac.settings.StorageSettings` passed in; nothing keeps a process-wide default.
+
+Retries, in one place. S3 requests are retried by botocore (throttling, 5xx, dropped
+connections: ``settings.max_attempts`` attempts, configured once in
+:meth:`StorageSettings.botocore_config`); what botocore does not retry - an error while
+streaming a body - and every http(s) request are retried here by :class:`RetryPolicy`, built from
+the same ``settings.max_attempts``. Permanent failures (404, 403, a missing file) fail at once.
+Both kinds of retry are counted (:attr:`ObjectReader.retries`).
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
+import os
+import random
+import threading
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import unquote, urlsplit, urlunsplit
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from bigearth_stac.hrefs import (
+    S3Location,
+    Scope,
+    catalog_root,
+    parse,
+    parse_s3_url,
+    resolve_href,
+    scheme_of,
+)
 from bigearth_stac.settings import StorageSettings
 
 if TYPE_CHECKING:
+    import pyarrow.fs as pafs
     from rasterio.io import DatasetReader
 
 log = logging.getLogger(__name__)
 
-REMOTE_SCHEMES = ("s3", "http", "https")
-HTTP_RETRY_STATUS = (429, 500, 502, 503, 504)
+__all__ = [
+    "DOCUMENT_MAX_BYTES",
+    "ObjectReader",
+    "ObjectTooLarge",
+    "RetryPolicy",
+    "S3Location",
+    "catalog_root",
+    "filesystem_for",
+    "gdal_path",
+    "is_transient",
+    "open_raster",
+    "open_url",
+    "parse_s3_url",
+    "resolve_href",
+]
+
+T = TypeVar("T")
+
+#: Largest JSON document (catalog, collection, item) a reader accepts: a crafted catalog cannot
+#: make a reader allocate more than this for one document.
+DOCUMENT_MAX_BYTES = 64 * 2**20
+
+_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+_TRANSIENT_S3_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests",
+}  # fmt: skip
 
 
-class S3Location(NamedTuple):
-    bucket: str
-    key: str
-    """Key or prefix, without a leading ``/`` (may be empty)."""
+class ObjectTooLarge(OSError):
+    """An object larger than the reader's cap; names the URL, its size and the cap."""
 
 
-def parse_s3_url(url: str) -> S3Location:
-    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; ``ValueError`` if malformed."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError(f"not an s3://bucket/key URL: {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"an s3:// URL takes no query or fragment: {url!r}")
-    return S3Location(parts.netloc, parts.path.lstrip("/"))
+class HTTPStatusError(OSError):
+    """An http(s) response other than 200/206."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status} {reason}")
 
 
-def _scheme(url: str) -> str:
-    scheme = urlsplit(url).scheme.lower()
-    # A Windows drive letter ("C:\\...") parses as a one-letter scheme: it is a local path.
-    return "" if len(scheme) <= 1 else scheme
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried (exponential backoff with full jitter)."""
+
+    attempts: int = 5
+    """Attempts per object, the first included."""
+    base_delay: float = 0.05
+    """Delay before the first retry in seconds; doubles each retry."""
+    max_delay: float = 5.0
+    """Cap on one delay."""
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> RetryPolicy:
+        """The policy of ``settings`` (``max_attempts``)."""
+        return cls(attempts=max(1, settings.max_attempts))
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based)."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
 
 
-def _local_path(url: str) -> Path:
-    if _scheme(url) == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file:// URL on another host: {url!r}")
-        return Path(unquote(parts.path))
-    return Path(url)
+def is_transient(exc: BaseException, s3: bool = False) -> bool:
+    """Whether a failed GET is worth retrying here (on top of botocore's own retries for s3).
+
+    For s3, a ``ClientError`` that reaches us has used up botocore's attempts or is permanent,
+    so only errors while streaming the body are retried.
+    """
+    if isinstance(exc, HTTPStatusError):
+        return exc.status in _TRANSIENT_HTTP
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in _TRANSIENT_HTTP
+    if isinstance(exc, urllib.error.URLError):
+        return True
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                        ObjectTooLarge, ValueError)):
+        return False
+    try:
+        from botocore import exceptions as bce
+    except ImportError:  # pragma: no cover - boto3 is an optional dependency
+        bce = None
+    if bce is not None:
+        if isinstance(exc, bce.ClientError):
+            if s3:
+                return False
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return err.get("Code") in _TRANSIENT_S3_CODES or status in _TRANSIENT_HTTP
+        if isinstance(exc, (bce.ResponseStreamingError, bce.IncompleteReadError, bce.ReadTimeoutError)):
+            return True
+        if isinstance(exc, bce.BotoCoreError):
+            return not s3
+    import urllib3.exceptions
+
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-# ---------------------------------------------------------------------------------------------
-# Bytes
-# ---------------------------------------------------------------------------------------------
+def _not_found(url: str, exc: BaseException) -> BaseException:
+    return FileNotFoundError(f"{url}: no such object ({exc})")
 
 
-def open_url(url: str, settings: StorageSettings | None = None, timeout: float | None = None) -> bytes:
+class ObjectReader:
+    """Whole-object reads of local files, http(s) and s3, shared by many threads.
+
+    One boto3 client and one urllib3 pool per reader, created on first use in the process that
+    uses them (they do not survive pickling or ``fork``: a copy makes its own). Counts requests,
+    bytes and retries (botocore's included).
+    """
+
+    def __init__(self, settings: StorageSettings | None = None, pool_size: int = 32,
+                 retry: RetryPolicy | None = None) -> None:
+        self.settings = settings or StorageSettings.from_env()
+        self.pool_size = max(1, pool_size)
+        self.retry = retry or RetryPolicy.from_settings(self.settings)
+        self._s3: Any = None
+        self._http: Any = None
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+        self.retries = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_s3=None, _http=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- clients -------------------------------------------------------------------------------
+    def _s3_client(self) -> Any:
+        with self._lock:
+            if self._s3 is None:
+                wide = replace(self.settings, max_pool_connections=max(self.settings.max_pool_connections,
+                                                                       self.pool_size))
+                self._s3 = wide.shared_client()
+            return self._s3
+
+    def _http_pool(self) -> Any:
+        with self._lock:
+            if self._http is None:
+                import urllib3
+
+                timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=self.settings.read_timeout)
+                self._http = urllib3.PoolManager(maxsize=self.pool_size, retries=False, timeout=timeout)
+            return self._http
+
+    def _count(self, nbytes: int = 0, retries: int = 0, request: bool = True) -> None:
+        with self._lock:
+            self.requests += int(request) + retries
+            self.bytes += nbytes
+            self.retries += retries
+
+    # -- one attempt ---------------------------------------------------------------------------
+    def get_once(self, url: str, max_bytes: int | None = None) -> bytes:
+        """One attempt at the whole object at ``url`` (an absolute, already confined location)."""
+        loc = parse(url)
+        if loc.scheme == "s3":
+            return self._get_s3(url, loc.authority, loc.path.lstrip("/"), max_bytes)
+        if loc.scheme in ("http", "https"):
+            return self._get_http(loc.url, max_bytes)
+        return self._get_local(loc.path, max_bytes)
+
+    def _too_large(self, url: str, size: int, max_bytes: int | None) -> None:
+        if max_bytes is not None and size > max_bytes:
+            raise ObjectTooLarge(f"{url}: {size} bytes, more than the {max_bytes} bytes allowed")
+
+    def _get_s3(self, url: str, bucket: str, key: str, max_bytes: int | None) -> bytes:
+        client = self._s3_client()
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key)
+        except client.exceptions.NoSuchKey as exc:
+            raise _not_found(url, exc) from None
+        except client.exceptions.ClientError as exc:
+            meta = exc.response.get("ResponseMetadata", {})
+            self._count(retries=int(meta.get("RetryAttempts", 0)), request=False)
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                raise _not_found(url, exc) from None
+            raise
+        self._count(retries=int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0)), request=False)
+        with resp["Body"] as body:
+            self._too_large(url, int(resp.get("ContentLength") or 0), max_bytes)
+            return body.read()
+
+    def _get_http(self, url: str, max_bytes: int | None) -> bytes:
+        resp = self._http_pool().request("GET", url, preload_content=False, redirect=False)
+        try:
+            if resp.status == 404:
+                raise FileNotFoundError(f"{url}: HTTP 404")
+            if resp.status != 200:
+                raise HTTPStatusError(resp.status, resp.reason or "")
+            length = resp.headers.get("Content-Length")
+            if length is not None and length.isdigit():
+                self._too_large(url, int(length), max_bytes)
+            data = resp.read(None if max_bytes is None else max_bytes + 1)
+            self._too_large(url, len(data), max_bytes)
+            return data
+        finally:
+            resp.release_conn()
+
+    def _get_local(self, path: str, max_bytes: int | None) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                if max_bytes is not None:
+                    self._too_large(path, os.fstat(fh.fileno()).st_size, max_bytes)
+                return fh.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+
+    # -- with retries --------------------------------------------------------------------------
+    def get(self, url: str, max_bytes: int | None = None) -> bytes:
+        """The whole object at ``url``, retrying transient failures under :attr:`retry`."""
+        s3 = scheme_of(url) == "s3"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = self.get_once(url, max_bytes)
+            except Exception as exc:
+                if attempt >= self.retry.attempts or not is_transient(exc, s3=s3):
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                delay = self.retry.delay(attempt - 1)
+                log.debug("retrying %s in %.2fs after %s", url, delay, exc)
+                self._count(retries=1, request=False)
+                time.sleep(delay)
+                continue
+            self._count(len(data))
+            return data
+
+
+_READERS: dict[tuple[int, str], ObjectReader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def _shared_reader(settings: StorageSettings) -> ObjectReader:
+    key = (os.getpid(), repr(settings))
+    with _READERS_LOCK:
+        reader = _READERS.get(key)
+        if reader is None:
+            reader = _READERS[key] = ObjectReader(settings, pool_size=8)
+        return reader
+
+
+def open_url(url: str, settings: StorageSettings | None = None, max_bytes: int | None = DOCUMENT_MAX_BYTES,
+             scope: Scope | None = None) -> bytes:
     """The whole content of a local file, an ``http(s)://`` URL or an ``s3://`` object.
 
-    Missing objects raise ``FileNotFoundError`` naming the URL. HTTP requests are retried on
-    429/5xx and connection errors up to ``settings.max_attempts``; S3 requests use boto3's
-    retry configuration from the settings.
+    ``scope``: refuse ``url`` unless it lies inside it (symlinks of local files resolved).
+    Missing objects raise ``FileNotFoundError`` naming the URL; objects over ``max_bytes``
+    :class:`ObjectTooLarge`; unsupported schemes :class:`~bigearth_stac.hrefs.HrefError`.
     """
     settings = settings or StorageSettings.from_env()
-    scheme = _scheme(url)
-    if scheme == "s3":
-        return _read_s3(url, settings)
-    if scheme in ("http", "https"):
-        return _read_http(url, settings, timeout or settings.read_timeout)
-    if scheme in ("", "file"):
-        path = _local_path(url)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{url}: no such file") from None
-    raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: use a local path, http(s):// or s3://")
-
-
-def _read_s3(url: str, settings: StorageSettings) -> bytes:
-    loc = parse_s3_url(url)
-    client = settings.shared_client()
+    loc = parse(url)
+    if scope is not None:
+        scope.check(loc.url)
+        if loc.scheme == "file":
+            scope.check_local(loc.path)
+    reader = _shared_reader(settings)
     try:
-        resp = client.get_object(Bucket=loc.bucket, Key=loc.key)
-    except client.exceptions.NoSuchKey:
-        raise FileNotFoundError(f"{url}: no such object") from None
-    except client.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchKey", "NotFound"):
-            raise FileNotFoundError(f"{url}: no such object") from None
-        raise OSError(f"{url}: S3 error {code or ''} ({exc})") from exc
-    return resp["Body"].read()
-
-
-def _read_http(url: str, settings: StorageSettings, timeout: float) -> bytes:
-    attempts = max(settings.max_attempts, 1)
-    for attempt in range(1, attempts + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - scheme checked
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise FileNotFoundError(f"{url}: HTTP 404") from None
-            if exc.code not in HTTP_RETRY_STATUS or attempt == attempts:
-                raise OSError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if attempt == attempts:
-                raise OSError(f"{url}: {exc}") from None
-        time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-    raise AssertionError("unreachable")
+        return reader.get(loc.url, max_bytes)
+    except (FileNotFoundError, ObjectTooLarge, ValueError):
+        raise
+    except Exception as exc:
+        raise OSError(f"{loc.url}: {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
-# hrefs
+# pyarrow filesystems (range reads of the index)
 # ---------------------------------------------------------------------------------------------
 
 
-def catalog_root(root_url: str) -> str:
-    """The root folder of a catalog given its root ``catalog.json`` (or the folder itself)."""
-    scheme = _scheme(root_url)
-    if scheme in REMOTE_SCHEMES:
-        parts = urlsplit(root_url)
-        path = parts.path
-        if path.endswith(".json"):
-            path = posixpath.dirname(path)
-        return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/") + "/", "", ""))
-    local = _local_path(root_url).expanduser()
-    if local.suffix == ".json":
-        local = local.parent
-    return str(local.resolve())
+def filesystem_for(url: str, settings: StorageSettings | None = None) -> tuple[pafs.FileSystem, str]:
+    """The ``pyarrow`` filesystem that reads ``url`` with range requests, and ``url``'s path in it."""
+    import pyarrow.fs as pafs
+
+    from bigearth_stac._indexfs import HttpRangeHandler
+
+    loc = parse(url)
+    settings = settings or StorageSettings.from_env()
+    if loc.scheme == "s3":
+        return settings.pyarrow_filesystem(), loc.authority + loc.path
+    if loc.scheme in ("http", "https"):
+        handler = HttpRangeHandler(f"{loc.scheme}://{loc.authority}", timeout=settings.read_timeout,
+                                   retry=RetryPolicy.from_settings(settings))
+        return pafs.PyFileSystem(handler), loc.path
+    return pafs.LocalFileSystem(), loc.path
 
 
-def resolve_href(base_url: str, href: str, root_url: str) -> str:
-    """Resolve ``href`` against the document at ``base_url``; refuse it if it leaves the catalog.
-
-    ``root_url`` is the catalog's root ``catalog.json`` or its folder. The result must be on the
-    same scheme and host/bucket as the root and under its folder; ``..`` segments (also
-    percent-encoded ones), absolute local paths, ``file://`` URLs in a remote catalog and
-    backslashes are refused with a ``ValueError`` naming the href.
-    """
-    if not isinstance(href, str) or not href:
-        raise ValueError(f"empty or non-string href {href!r} in {base_url}")
-    if "\\" in href or "\x00" in href:
-        raise ValueError(f"refusing href {href!r} in {base_url}: backslash or NUL in a path")
-    root = catalog_root(root_url)
-    scheme = _scheme(root)
-    if scheme in REMOTE_SCHEMES:
-        resolved = _resolve_remote(base_url, href)
-        _check_remote(resolved, root, href, base_url)
-        return resolved
-    return _resolve_local(base_url, href, root)
-
-
-def _resolve_remote(base_url: str, href: str) -> str:
-    ref = urlsplit(href)
-    if _scheme(href):
-        return href  # absolute URL: checked against the root below
-    base = urlsplit(base_url)
-    if ref.netloc:  # scheme-relative //host/path
-        return urlunsplit((base.scheme, ref.netloc, ref.path, ref.query, ""))
-    if ref.path.startswith("/"):
-        path = ref.path
-    else:
-        path = posixpath.join(posixpath.dirname(base.path), ref.path)
-    # Normalise on the decoded path (a server may decode %2e%2e to ".."), keep the original text.
-    decoded = unquote(path)
-    if _escapes(decoded):
-        return urlunsplit((base.scheme, base.netloc, decoded, "", ""))  # refused by the check
-    norm = posixpath.normpath(path)
-    if path.endswith("/") and not norm.endswith("/"):
-        norm += "/"
-    return urlunsplit((base.scheme, base.netloc, norm, ref.query, ""))
-
-
-def _escapes(path: str) -> bool:
-    """True if ``..`` segments climb above the start of ``path``."""
-    depth = 0
-    for seg in path.split("/"):
-        if seg == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif seg not in ("", "."):
-            depth += 1
-    return False
-
-
-def _check_remote(resolved: str, root: str, href: str, base_url: str) -> None:
-    r, t = urlsplit(resolved), urlsplit(root)
-    if r.scheme.lower() != t.scheme.lower() or r.netloc.lower() != t.netloc.lower():
-        raise ValueError(f"refusing href {href!r} in {base_url}: it points outside the catalog "
-                         f"root {root} (another {'bucket' if t.scheme == 's3' else 'host'})")
-    decoded = unquote(r.path)
-    norm = posixpath.normpath(decoded) if decoded else "/"
-    if _escapes(decoded) or not (norm + "/").startswith(t.path):
-        raise ValueError(f"refusing href {href!r} in {base_url}: it resolves to {resolved}, "
-                         f"outside the catalog root {root}")
-
-
-def _resolve_local(base_url: str, href: str, root: str) -> str:
-    scheme = _scheme(href)
-    if scheme in REMOTE_SCHEMES:
-        raise ValueError(f"refusing href {href!r} in {base_url}: a remote URL in a local catalog")
-    if scheme == "file":
-        target = _local_path(href)
-    elif scheme:
-        raise ValueError(f"refusing href {href!r} in {base_url}: unsupported scheme {scheme!r}")
-    else:
-        href_path = unquote(urlsplit(href).path)
-        target = Path(href_path) if href_path.startswith("/") else _local_path(base_url).parent / href_path
-    resolved = target.resolve()  # follows symlinks: a link inside the catalog cannot lead out
-    root_path = Path(root)
-    if resolved != root_path and root_path not in resolved.parents:
-        raise ValueError(f"refusing href {href!r} in {base_url}: it resolves to {resolved}, "
-                         f"outside the catalog root {root_path}")
-    return str(resolved)
+def path_in_filesystem(url: str) -> str:
+    """The path of ``url`` inside the filesystem :func:`filesystem_for` gives for it."""
+    loc = parse(url)
+    return loc.authority + loc.path if loc.scheme == "s3" else loc.path
 
 
 # ---------------------------------------------------------------------------------------------
-# Rasters
+# Rasters through GDAL
 # ---------------------------------------------------------------------------------------------
 
 
 def gdal_path(url: str) -> str:
-    """The GDAL path of a COG URL: ``s3://b/k`` -> ``/vsis3/b/k``, ``http(s)://`` -> ``/vsicurl/``."""
-    scheme = _scheme(url)
-    if scheme == "s3":
-        loc = parse_s3_url(url)
-        return f"/vsis3/{loc.bucket}/{loc.key}"
-    if scheme in ("http", "https"):
-        return f"/vsicurl/{url}"
-    if scheme in ("", "file"):
-        path = str(_local_path(url))
-        if path.startswith("/vsi"):
-            raise ValueError(f"refusing GDAL virtual path {url!r}: pass a local path, http(s):// or s3:// URL")
-        return path
-    raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: use a local path, http(s):// or s3://")
+    """The GDAL path of a COG URL: ``s3://b/k`` -> ``/vsis3/b/k``, ``http(s)://`` -> ``/vsicurl/``.
+
+    GDAL virtual paths (``/vsi...``) and other schemes are refused.
+    """
+    loc = parse(url)
+    if loc.scheme == "s3":
+        return f"/vsis3/{loc.authority}{loc.path}"
+    if loc.scheme in ("http", "https"):
+        return f"/vsicurl/{loc.url}"
+    return loc.path
 
 
 @contextmanager
 def open_raster(url: str, settings: StorageSettings | None = None) -> Iterator[DatasetReader]:
     """Open a COG with rasterio, allowing only GDAL's GTiff driver, under the settings' GDAL env.
 
-    The dataset is valid inside the ``with`` block (the GDAL options must be active while it is
-    read). A file in any other format (a VRT, a PNG, ...) raises ``rasterio.errors.RasterioIOError``
-    even if it is named ``.tif``.
+    The dataset is valid inside the ``with`` block. A file in any other format (a VRT, a PNG, ...)
+    raises ``rasterio.errors.RasterioIOError`` even if it is named ``.tif``.
     """
     import rasterio
 
@@ -269,4 +382,15 @@ def open_raster(url: str, settings: StorageSettings | None = None) -> Iterator[D
         yield ds
 
 
-__all__ = ["S3Location", "catalog_root", "gdal_path", "open_raster", "open_url", "parse_s3_url", "resolve_href"]
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str) -> T:
+    """``fn()``, retried under ``policy`` while it fails transiently (http range reads)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= policy.attempts or not is_transient(exc):
+                raise
+            log.debug("retrying %s after %s", what, exc)
+            time.sleep(policy.delay(attempt - 1))

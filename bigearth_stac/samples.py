@@ -12,16 +12,26 @@ A *sample table* has one row per training sample and the columns::
 
 ``s2_assets`` / ``s1_assets`` are empty lists when that modality is not part of the sample. The
 hot path reads only this table (DESIGN.md #5): no pystac, no item JSON.
+
+Every asset URL of a table built from a catalog has been resolved and confined to that catalog
+(:func:`bigearth_stac.hrefs.resolve_many`), and the table carries the catalog's
+:class:`~bigearth_stac.hrefs.Scope` in its schema metadata (:func:`scope_of`), so the readers that
+take it (loader, xarray view) refuse any href a later edit may have put outside it.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from typing import Any, Literal
 
 import pyarrow as pa
 
+from bigearth_stac.hrefs import Location, Scope, parse, resolve_many
 from bigearth_stac.vocab import Layout, band_groups
+
+#: Schema metadata key holding the roots of the catalog a sample table was built from.
+SCOPE_KEY = b"bigearth_stac:scope"
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -36,22 +46,30 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 
-def join_href(base_url: str, href: str) -> str:
-    """Resolve an href relative to the document at ``base_url`` (a path or URL)."""
-    if "://" in href or href.startswith("/"):
-        return href
-    scheme, sep, rest = base_url.partition("://")
-    if not sep:
-        scheme, rest = "", base_url
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rest), href))
-    return f"{scheme}://{joined}" if scheme else joined
-
-
-def _asset_urls(index: pa.Table, index_url: str, modality: str, layout: Layout) -> list[list[str]]:
-    keys = list(band_groups(modality, layout))  # type: ignore[arg-type]
+def _asset_urls(index: pa.Table, index_url: str, modality: str, layout: Layout, scope: Scope) -> list[pa.Array]:
+    """Per asset key of the band groups, the absolute URLs of that asset, confined to ``scope``."""
     assets = index.column("assets").combine_chunks()
-    per_key = [assets.field(k).field("href").to_pylist() for k in keys]
-    return [[join_href(index_url, h[i]) for h in per_key] for i in range(len(index))]
+    return [resolve_many(scope, index_url, assets.field(k).field("href"))
+            for k in band_groups(modality, layout)]  # type: ignore[arg-type]
+
+
+def _as_lists(columns: list[pa.Array], n: int) -> pa.Array:
+    """Per-key URL columns -> one ``list<string>`` column (row i: the URLs of row i, key order)."""
+    if not columns:
+        return pa.array([[] for _ in range(n)], pa.list_(pa.string()))
+    k = len(columns)
+    import numpy as np
+    import pyarrow.compute as pc
+
+    order = np.arange(n * k).reshape(k, n).T.ravel()  # interleave: row-major over (row, key)
+    flat = pc.take(pa.concat_arrays(columns), pa.array(order))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), flat)
+
+
+def _index_scope(index_url: str) -> Scope:
+    """The scope of an index at ``<root>/index/<collection>.parquet``: its catalog root."""
+    loc = parse(index_url)
+    return Scope([Location(loc.scheme, loc.authority, posixpath.dirname(posixpath.dirname(loc.path)) + "/").url])
 
 
 def sample_table(
@@ -60,16 +78,20 @@ def sample_table(
     modality: Literal["s2", "s1", "pair"],
     partner_index: pa.Table | None = None,
     partner_index_url: str | None = None,
+    scope: Scope | None = None,
 ) -> pa.Table:
     """Sample table from rows of an index (and, for pairs, the partner collection's index).
 
     ``index`` holds S2 rows for ``s2`` and ``pair``, S1 rows for ``s1``; for ``pair`` the S1 rows
-    are looked up in ``partner_index`` by ``bigearthnet:s1_id``.
+    are looked up in ``partner_index`` by ``bigearthnet:s1_id``. Every href is resolved against
+    its index and must stay inside ``scope`` (default: the catalog the index belongs to), else
+    :class:`~bigearth_stac.hrefs.HrefError` names it.
     """
     n = len(index)
+    scope = scope or _index_scope(index_url)
     layout: Layout = index.column("bigearthnet:layout")[0].as_py() if n else "stacked"
-    empty: list[list[str]] = [[] for _ in range(n)]
-    own = _asset_urls(index, index_url, "s1" if modality == "s1" else "s2", layout) if n else []
+    own = _as_lists(_asset_urls(index, index_url, "s1" if modality == "s1" else "s2", layout, scope) if n else [], n)
+    empty = _as_lists([], n)
     s2_assets, s1_assets = (empty, own) if modality == "s1" else (own, empty)
     if modality == "pair" and n:
         if partner_index is None or partner_index_url is None:
@@ -81,12 +103,12 @@ def sample_table(
             raise KeyError(f"S1 partners missing from the S1 index: {missing[:5]}")
         rows = partner_index.take(pa.array([pos[w] for w in wanted]))
         s1_layout: Layout = rows.column("bigearthnet:layout")[0].as_py()
-        s1_assets = _asset_urls(rows, partner_index_url, "s1", s1_layout)
-    return pa.table(
+        s1_assets = _as_lists(_asset_urls(rows, partner_index_url, "s1", s1_layout, scope), n)
+    table = pa.table(
         {
             "id": index.column("id"),
-            "s2_assets": pa.array(s2_assets, pa.list_(pa.string())),
-            "s1_assets": pa.array(s1_assets, pa.list_(pa.string())),
+            "s2_assets": s2_assets,
+            "s1_assets": s1_assets,
             "layout": pa.array([layout] * n, pa.string()),
             "labels_19": index.column("bigearthnet:labels_19"),
             "labels_43": index.column("bigearthnet:labels_43"),
@@ -94,6 +116,28 @@ def sample_table(
         },
         schema=SAMPLE_SCHEMA,
     )
+    return with_scope(table, scope)
+
+
+def with_scope(table: pa.Table, scope: Scope) -> pa.Table:
+    """``table`` with ``scope``'s roots in its schema metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta[SCOPE_KEY] = json.dumps(list(scope.roots)).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def scope_of(table: pa.Table) -> Scope | None:
+    """The scope recorded in a sample table's metadata (``None`` for a table made by hand)."""
+    raw = (table.schema.metadata or {}).get(SCOPE_KEY)
+    if raw is None:
+        return None
+    try:
+        roots = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"sample table metadata {SCOPE_KEY.decode()} is not JSON: {raw[:80]!r}") from None
+    if not isinstance(roots, list) or not roots or not all(isinstance(r, str) for r in roots):
+        raise ValueError(f"sample table metadata {SCOPE_KEY.decode()} is not a list of roots: {raw[:80]!r}")
+    return Scope(roots)
 
 
 def as_sample_table(source: Any, keep_extra: bool = False) -> pa.Table:
@@ -107,4 +151,29 @@ def as_sample_table(source: Any, keep_extra: bool = False) -> pa.Table:
     missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
     if missing:
         raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
-    return table if keep_extra else table.select(SAMPLE_SCHEMA.names).combine_chunks()
+    scope = scope_of(table)
+    if scope is not None:
+        _check_confined(table, scope)
+    out = table if keep_extra else table.select(SAMPLE_SCHEMA.names).combine_chunks()
+    return out if scope is None else with_scope(out, scope)
+
+
+def _check_confined(table: pa.Table, scope: Scope) -> None:
+    """Every asset URL of ``table`` lies under one of ``scope``'s roots (column-wise check)."""
+    import pyarrow.compute as pc
+
+    for name in ("s2_assets", "s1_assets"):
+        urls = pc.list_flatten(table.column(name))
+        if not len(urls):
+            continue
+        inside = pc.is_in(urls, pa.array([], pa.string()))  # all False
+        for root in scope.roots:
+            prefix = root if root.endswith("/") else root + "/"
+            inside = pc.or_(inside, pc.starts_with(urls, prefix))
+        climbs = pc.match_substring_regex(urls, r"(^|/)\.\.?(/|$)|%|\\")
+        bad = pc.or_(pc.invert(inside), climbs)
+        if pc.any(bad).as_py():
+            first = urls.filter(bad)[0].as_py()
+            scope.check(first)  # raises HrefError naming it (or passes for an odd but legal URL)
+            for url in urls.filter(bad).to_pylist():
+                scope.check(url)

@@ -38,7 +38,8 @@ from bigearth_stac.bandplan import (
 )
 from bigearth_stac.decode import decode
 from bigearth_stac.fetch import Fetcher, FetchError
-from bigearth_stac.samples import as_sample_table
+from bigearth_stac.hrefs import Scope, join
+from bigearth_stac.samples import as_sample_table, scope_of
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import BANDS, CLASS_ORDERS, PATCH_SIZE_M
 
@@ -46,16 +47,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["mosaic", "to_xarray"]
 
-_FETCHERS: dict[tuple[int, str, int], Fetcher] = {}
+_FETCHERS: dict[tuple[int, str, int, Scope | None], Fetcher] = {}
 _FETCHERS_LOCK = threading.Lock()
 
 
-def _fetcher(settings: StorageSettings, max_in_flight: int) -> Fetcher:
-    """This process's Fetcher for these settings (a Dask worker reuses its clients across chunks)."""
-    key = (os.getpid(), repr(settings), max_in_flight)
+def _fetcher(settings: StorageSettings, max_in_flight: int, scope: Scope | None) -> Fetcher:
+    """This process's Fetcher for these settings and scope (a Dask worker reuses its clients)."""
+    key = (os.getpid(), repr(settings), max_in_flight, scope)
     with _FETCHERS_LOCK:
         if key not in _FETCHERS:
-            _FETCHERS[key] = Fetcher(settings, max_in_flight)
+            _FETCHERS[key] = Fetcher(settings, max_in_flight, scope=scope)
         return _FETCHERS[key]
 
 
@@ -70,13 +71,15 @@ class _Block:
     dtype: str
     settings: StorageSettings
     max_in_flight: int
+    scope: Scope | None = None
+    """The catalog's roots: every href is checked against them before it is fetched."""
 
 
 def _read_block(block: _Block) -> np.ndarray:
     size = PATCH_SIZE_M // block.resolution
     nbands = len(block.plans[0].bands) if block.plans else 0
     out = np.empty((len(block.ids), nbands, size, size), dtype=block.dtype)
-    fetcher = _fetcher(block.settings, block.max_in_flight)
+    fetcher = _fetcher(block.settings, block.max_in_flight, block.scope)
     futures = [[fetcher.submit(h, decode) for h in hrefs] for hrefs in block.hrefs]
     try:
         for i, (sample_id, plan, futs) in enumerate(zip(block.ids, block.plans, futures, strict=True)):
@@ -140,6 +143,7 @@ def to_xarray(
     if chunk_patches < 1:
         raise ValueError(f"chunk_patches must be >= 1, got {chunk_patches}")
     table = as_sample_table(source, keep_extra=True)
+    scope = scope_of(table)
     n = len(table)
     names = split_bands(bands, (modality,))[modality]
     settings = settings or StorageSettings.from_env()
@@ -153,7 +157,7 @@ def to_xarray(
     dtype = "float32" if finer or modality == "s1" else BANDS[names[0]].dtype
     size = PATCH_SIZE_M // resolution
 
-    name = f"bigearthnet-{modality}-{tokenize(ids, assets, names, resolution, repr(settings))}"
+    name = f"bigearthnet-{modality}-{tokenize(ids, assets, names, resolution, repr(settings), repr(scope))}"
     dsk: dict[Any, Any] = {}
     sizes: list[int] = []
     for k, start in enumerate(range(0, n, chunk_patches)):
@@ -166,6 +170,7 @@ def to_xarray(
             dtype=dtype,
             settings=settings,
             max_in_flight=max_in_flight,
+            scope=scope,
         )
         dsk[(name, k, 0, 0, 0)] = (_read_block, block)
         sizes.append(stop - start)
@@ -200,41 +205,43 @@ def to_xarray(
 
 
 def _item_json_href(asset_href: str) -> str:
-    """``<dir>/<id>/<id>_<key>.tif`` -> ``<dir>/<id>/<id>.json`` (the catalog layout of catalog_builder.stac)."""
+    """The item JSON beside an asset (the key layout of :mod:`bigearth_stac.contract`)."""
     folder = posixpath.dirname(asset_href)
     return f"{folder}/{posixpath.basename(folder)}.json"
 
 
 def _items(source: Any, modality: str, settings: StorageSettings) -> list[dict[str, Any]]:
-    """STAC items (dicts) of a search result, an ItemCollection, a list of items, or a sample table."""
-    if hasattr(source, "to_item_collection"):
-        source = source.to_item_collection()
+    """STAC items (dicts, absolute hrefs) of a search result, items, or a sample table."""
+    if hasattr(source, "item_dicts"):
+        return list(source.item_dicts())
     if hasattr(source, "items") and not isinstance(source, (dict, pa.Table)):
         source = list(source.items)
     if isinstance(source, list):
-        return [i.to_dict() if hasattr(i, "to_dict") else dict(i) for i in source]
+        return [restore_epsg(i.to_dict() if hasattr(i, "to_dict") else dict(i)) for i in source]
     table = as_sample_table(source, keep_extra=True)
+    scope = scope_of(table)
     hrefs = [_item_json_href(a[0]) for a in table.column(f"{modality}_assets").to_pylist() if a]
-    fetcher = _fetcher(settings, 32)
+    fetcher = _fetcher(settings, 32, scope)
     futures = [(h, fetcher.submit(h, json.loads)) for h in hrefs]
     items = []
     for href, fut in futures:
         item = fut.result()
-        # Item asset hrefs are relative to the item JSON: make them absolute for stackstac.
+        if not isinstance(item, dict) or not isinstance(item.get("assets"), dict):
+            raise ValueError(f"{href} is not a STAC item")
+        # Item asset hrefs are relative to the item JSON: absolute (and confined) for stackstac.
         for asset in item["assets"].values():
-            asset["href"] = _absolute(href, asset["href"])
+            asset["href"] = scope.resolve(href, asset["href"]) if scope else join(href, asset["href"])
         items.append(item)
     return items
 
 
-def _absolute(base: str, href: str) -> str:
-    if "://" in href or href.startswith("/"):
-        return href
-    scheme, sep, rest = base.partition("://")
-    path = posixpath.normpath(posixpath.join(posixpath.dirname(rest if sep else base), href))
-    if sep:
-        return f"{scheme}://{path}"
-    return os.path.abspath(path)
+def restore_epsg(item: dict[str, Any]) -> dict[str, Any]:
+    """``proj:epsg`` from ``proj:code`` where a reader (pystac) dropped it; stackstac needs it."""
+    for holder in (item.get("properties", {}), *item.get("assets", {}).values()):
+        code = holder.get("proj:code")
+        if holder.get("proj:epsg") is None and isinstance(code, str) and code.upper().startswith("EPSG:"):
+            holder["proj:epsg"] = int(code.split(":", 1)[1])
+    return item
 
 
 def mosaic(

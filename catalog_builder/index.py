@@ -22,40 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import stac_geoparquet.arrow as sga
 
-from bigearth_stac.vocab import PREFIX
+from bigearth_stac.contract import PREFIX, PROPERTY_TYPES, SEARCH_COLUMNS, index_href, index_path, item_dir
 
 log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 16_384
-INDEX_DIR = "index"
-
-_STR = pa.string()
-_LIST_STR = pa.list_(pa.field("element", pa.string()))
-
-#: Columns of the index a search reads, with the type each always has.
-PROPERTY_TYPES: dict[str, pa.DataType] = {
-    "datetime": pa.timestamp("us", tz="UTC"),
-    "proj:epsg": pa.int64(),
-    f"{PREFIX}:labels_43": _LIST_STR,
-    f"{PREFIX}:label_codes_43": pa.list_(pa.field("element", pa.int64())),
-    f"{PREFIX}:labels_19": _LIST_STR,
-    f"{PREFIX}:split": _STR,
-    f"{PREFIX}:country": _STR,
-    f"{PREFIX}:season": _STR,
-    f"{PREFIX}:seasonal_snow": pa.bool_(),
-    f"{PREFIX}:cloud_or_shadow": pa.bool_(),
-    f"{PREFIX}:tile": _STR,
-    f"{PREFIX}:s2_id": _STR,
-    f"{PREFIX}:s1_id": _STR,
-    f"{PREFIX}:release": _STR,
-    f"{PREFIX}:source_product": _STR,
-    f"{PREFIX}:layout": _STR,
-}
-
-
-def index_path(collection_id: str) -> str:
-    """Path of a collection's index, relative to the catalog root."""
-    return f"{INDEX_DIR}/{collection_id}.parquet"
 
 
 def _hilbert(x: int, y: int, order: int = 16) -> int:
@@ -144,11 +115,17 @@ def _relative_to_index(item: Mapping[str, Any]) -> dict[str, Any]:
     Resolving an index href against the index URL gives the object's URL, wherever the catalog
     is published.
     """
-    tile = item["properties"]["bigearthnet:tile"]
-    base = f"../{item['collection']}/{tile}/{item['id']}/"
+    collection = item["collection"]
+    folder = item_dir(collection, item["properties"][f"{PREFIX}:tile"], item["id"])
+
+    def rel(href: str) -> str:
+        if "://" in href:
+            return href  # an absolute URL (a licence page): not an object of the catalog
+        return index_href(collection, posixpath.normpath(posixpath.join(folder, href)))
+
     out = dict(item)
-    out["assets"] = {k: {**a, "href": base + a["href"].removeprefix("./")} for k, a in item["assets"].items()}
-    out["links"] = [{**link, "href": posixpath.normpath(base + link["href"])} for link in item["links"]]
+    out["assets"] = {k: {**a, "href": rel(a["href"])} for k, a in item["assets"].items()}
+    out["links"] = [{**link, "href": rel(link["href"])} for link in item["links"]]
     return out
 
 
@@ -165,12 +142,6 @@ def items_to_table(items: Iterable[Mapping[str, Any]]) -> pa.Table:
     return sort_by_location(with_property_types(table))
 
 
-#: Columns a search reads, stored first in each row group: their column chunks are then
-#: adjacent, so a remote reader fetches them in one coalesced range request per row group
-#: instead of one per column (object stores answer each request in tens of milliseconds).
-SEARCH_COLUMNS: tuple[str, ...] = (
-    "id", "bbox", "datetime", *PROPERTY_TYPES.keys(), "collection", "geometry",
-)
 
 
 def search_columns_first(table: pa.Table) -> pa.Table:

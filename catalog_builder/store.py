@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MANIFEST = "manifest.parquet"
-
-#: Publish order: a reader that sees an object of stage N finds every object of stages < N.
-STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT = 0, 1, 2, 3
+# Publish order (a reader that sees an object of stage N finds every object of stages < N) and
+# the manifest's key are part of the catalog contract.
+from bigearth_stac.contract import MANIFEST, STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT  # noqa: E402, F401
 
 
 @dataclass(frozen=True)

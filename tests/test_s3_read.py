@@ -142,7 +142,7 @@ def test_open_url_local_http_s3(s3_server: S3TestServer, published: str, real_ca
         open_url(missing, s3_server.settings)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         open_url(missing.replace("s3://", f"{s3_server.endpoint_url}/"), s3_server.settings)
-    with pytest.raises(ValueError, match="unsupported URL scheme"):
+    with pytest.raises(ValueError, match="unsupported scheme"):
         open_url("ftp://example.com/catalog.json")
 
 

@@ -12,7 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 
 from bigearth_stac import Catalog
-from bigearth_stac._indexfs import counting_filesystem, filesystem_for
+from bigearth_stac._indexfs import counting_filesystem
+from bigearth_stac.io import filesystem_for
 from bigearth_devtools.synthetic_index import write_synthetic_catalog
 
 QUERIES = [

@@ -64,7 +64,7 @@ def test_coarser_resolution_and_s1(real_catalog: Path, real_raw: tuple[Path, Pat
 def test_nothing_is_read_until_computed(real_catalog: Path, tmp_path: Path) -> None:
     table = s2_table(real_catalog)
     rows = table.to_pylist()
-    missing = str(tmp_path / "nowhere_s2_10m.tif")
+    missing = str(real_catalog.resolve() / "nowhere_s2_10m.tif")  # inside the catalog, but absent
     rows[4]["s2_assets"] = [missing] + rows[4]["s2_assets"][1:]
     broken = pa.Table.from_pylist(rows, schema=table.schema)
     ds = to_xarray(broken, chunk_patches=2)  # builds the graph without touching any object

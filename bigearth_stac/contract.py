@@ -1,0 +1,171 @@
+"""The catalog contract: what a published BigEarthNet catalog looks like, in one place.
+
+Both packages import this module (the builder writes what it says, the client reads it) and it
+imports neither's stages: only the vocabulary (:mod:`bigearth_stac.vocab`, bands, classes, the
+43->19 map and class orders, which is the other half of the contract). DESIGN.md #14.
+
+- **Key layout**: where each object of a catalog lives, relative to the catalog root.
+- **File and asset names** of the COGs of each layout.
+- **Index schema**: the stac-geoparquet columns a search reads, with their Arrow types.
+- **Media types** and **publish stages** (the order objects are made visible in).
+- **The extension schema** (the ``bigearthnet:`` JSON Schema shipped in the package).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import pyarrow as pa
+
+from bigearth_stac.vocab import PREFIX, S1_COLLECTION, S2_COLLECTION, SCHEMA_URI, SCHEMA_VERSION
+
+__all__ = [
+    "CATALOG_FILE",
+    "COG_MEDIA_TYPE",
+    "COLLECTIONS",
+    "COLLECTION_FILE",
+    "GEOJSON_MEDIA_TYPE",
+    "INDEX_ASSET",
+    "INDEX_DIR",
+    "INDEX_MEDIA_TYPE",
+    "JSON_MEDIA_TYPE",
+    "MANIFEST",
+    "PREFIX",
+    "PROPERTY_TYPES",
+    "S1_COLLECTION",
+    "S2_COLLECTION",
+    "SCHEMA_MEDIA_TYPE",
+    "SCHEMA_PATH",
+    "SCHEMA_URI",
+    "SCHEMA_VERSION",
+    "SEARCH_COLUMNS",
+    "STAGE_COG",
+    "STAGE_ITEM",
+    "STAGE_META",
+    "STAGE_NAMES",
+    "STAGE_ROOT",
+    "asset_filename",
+    "asset_path",
+    "collection_path",
+    "extension_schema",
+    "index_href",
+    "index_path",
+    "item_dir",
+    "item_path",
+    "prop",
+]
+
+# -- key layout ---------------------------------------------------------------------------------
+CATALOG_FILE = "catalog.json"
+"""The root catalog, at the catalog root (written last)."""
+COLLECTION_FILE = "collection.json"
+"""Each collection's document, in the collection's folder."""
+INDEX_DIR = "index"
+"""Folder of the stac-geoparquet indexes, one per collection."""
+INDEX_ASSET = "geoparquet-items"
+"""The collection asset that points at the collection's index."""
+MANIFEST = "manifest.parquet"
+"""Every object of the catalog: path, size, sha256, media type, publish stage."""
+SCHEMA_PATH = f"schema/{SCHEMA_VERSION}/schema.json"
+"""Where the extension's JSON Schema is published, relative to the catalog root."""
+COLLECTIONS = (S2_COLLECTION, S1_COLLECTION)
+
+
+def collection_path(collection: str) -> str:
+    """``bigearthnet-s2/collection.json``."""
+    return f"{collection}/{COLLECTION_FILE}"
+
+
+def item_dir(collection: str, tile: str, item_id: str) -> str:
+    """Folder of an item and its COGs: keys partitioned by tile (DESIGN.md #12)."""
+    return f"{collection}/{tile}/{item_id}"
+
+
+def item_path(collection: str, tile: str, item_id: str) -> str:
+    """``<collection>/<tile>/<id>/<id>.json``."""
+    return f"{item_dir(collection, tile, item_id)}/{item_id}.json"
+
+
+def asset_filename(item_id: str, key: str) -> str:
+    """File name of an item's asset ``key`` (``s2_10m``, ``B02``, ``s1``, ...): ``<id>_<key>.tif``."""
+    return f"{item_id}_{key}.tif"
+
+
+def asset_path(collection: str, tile: str, item_id: str, key: str) -> str:
+    """``<collection>/<tile>/<id>/<id>_<key>.tif``."""
+    return f"{item_dir(collection, tile, item_id)}/{asset_filename(item_id, key)}"
+
+
+def index_path(collection: str) -> str:
+    """``index/<collection>.parquet``."""
+    return f"{INDEX_DIR}/{collection}.parquet"
+
+
+def index_href(collection: str, path: str) -> str:
+    """An href in a collection's index file for the object at ``path`` (relative to the root).
+
+    Index hrefs are relative to the index file, so resolving them against the index URL gives
+    the object's URL wherever the catalog is published.
+    """
+    return posixpath.relpath(path, posixpath.dirname(index_path(collection)))
+
+
+# -- media types ------------------------------------------------------------------------------
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+INDEX_MEDIA_TYPE = "application/vnd.apache.parquet"
+JSON_MEDIA_TYPE = "application/json"
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+SCHEMA_MEDIA_TYPE = "application/schema+json"
+
+# -- publish stages: objects of stage n are all visible before any of stage n+1 ------------------
+STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT = 0, 1, 2, 3
+STAGE_NAMES = {STAGE_COG: "COGs", STAGE_ITEM: "items",
+               STAGE_META: "index, collections, schema and manifest", STAGE_ROOT: "root catalog"}
+
+
+# -- index schema ---------------------------------------------------------------------------------
+def prop(name: str) -> str:
+    """The column / property name of one of the extension's fields: ``bigearthnet:<name>``."""
+    return f"{PREFIX}:{name}"
+
+
+_STR = pa.string()
+_LIST_STR = pa.list_(pa.field("element", pa.string()))
+
+PROPERTY_TYPES: dict[str, pa.DataType] = {
+    "datetime": pa.timestamp("us", tz="UTC"),
+    "proj:epsg": pa.int64(),
+    prop("labels_43"): _LIST_STR,
+    prop("label_codes_43"): pa.list_(pa.field("element", pa.int64())),
+    prop("labels_19"): _LIST_STR,
+    prop("split"): _STR,
+    prop("country"): _STR,
+    prop("season"): _STR,
+    prop("seasonal_snow"): pa.bool_(),
+    prop("cloud_or_shadow"): pa.bool_(),
+    prop("tile"): _STR,
+    prop("s2_id"): _STR,
+    prop("s1_id"): _STR,
+    prop("release"): _STR,
+    prop("source_product"): _STR,
+    prop("layout"): _STR,
+}
+"""Index columns a search reads, with the Arrow type each always has (whatever the items hold)."""
+
+SEARCH_COLUMNS: tuple[str, ...] = ("id", "bbox", "datetime", *PROPERTY_TYPES, "collection", "geometry")
+"""Columns stored first in each row group, so a remote reader fetches them in one range request."""
+
+
+# -- the extension schema -------------------------------------------------------------------------
+@cache
+def _schema_text() -> str:
+    return files("bigearth_stac").joinpath("schema/schema.json").read_text()
+
+
+def extension_schema() -> dict[str, Any]:
+    """The ``bigearthnet:`` extension's JSON Schema (a fresh copy)."""
+    return json.loads(_schema_text())
