@@ -14,6 +14,12 @@ _LAZY = {
     "mosaic": "bigearth_stac.xarray_view",
     "Fetcher": "bigearth_stac.fetch",
     "FetchError": "bigearth_stac.fetch",
+    "StorageSettings": "bigearth_stac.settings",
+    "Scope": "bigearth_stac.hrefs",
+    "HrefError": "bigearth_stac.hrefs",
+    "CatalogError": "bigearth_stac.catalog",
+    "QueryError": "bigearth_stac._predicates",
+    "UnknownLabelError": "bigearth_stac.vocab",
 }
 
 
@@ -26,4 +32,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Catalog", "SearchResult", "BigEarthNetStream", "SampleError", "to_xarray", "mosaic", "Fetcher",
-           "FetchError"]
+           "FetchError", "StorageSettings", "Scope", "HrefError", "CatalogError", "QueryError",
+           "UnknownLabelError"]
