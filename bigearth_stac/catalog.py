@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from bigearth_stac.contract import CATALOG_FILE, INDEX_ASSET
+from bigearth_stac.contract import CATALOG_FILE, INDEX_ASSET, prop
 from bigearth_stac.hrefs import Scope, catalog_root, parse
 from bigearth_stac.io import filesystem_for, open_url, path_in_filesystem
 from bigearth_stac.settings import StorageSettings
@@ -155,7 +155,7 @@ class Catalog:
             index_url = scope.resolve(coll_url, asset.get("href"))  # type: ignore[arg-type]
             fs, path = ((filesystem, path_in_filesystem(index_url)) if filesystem is not None
                         else filesystem_for(index_url, settings))
-            layout = coll.get("bigearthnet:layout")
+            layout = coll.get(prop("layout"))
             indexes[modality] = CollectionIndex(coll["id"], modality, index_url,
                                                 layout if isinstance(layout, str) else None, path, fs)
         if "s2" not in indexes and "s1" not in indexes:

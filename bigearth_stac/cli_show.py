@@ -16,13 +16,14 @@ import click
 def show(catalog: str, patch_id: str, out: Path, endpoint_url: str | None, dpi: int) -> None:
     """Render patch PATCH_ID (an S2 or S1 id) of CATALOG: RGB, VV, VH and its 19/43 labels."""
     from bigearth_stac.catalog import Catalog
+    from bigearth_stac.contract import prop
     from bigearth_stac.patch import read_patch
     from bigearth_stac.plot import plot_patch
     from bigearth_stac.settings import StorageSettings
 
     settings = StorageSettings.from_env(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
     cat = Catalog.open(catalog, settings=settings)
-    column = "bigearthnet:s1_id" if patch_id.startswith("S1") else "id"
+    column = prop("s1_id") if patch_id.startswith("S1") else "id"
     found = cat.search(modality="pair", filter={"op": "=", "args": [{"property": column}, patch_id]}, limit=1)
     rows = found.sample_table().to_pylist()
     if not rows:

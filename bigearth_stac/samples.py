@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from bigearth_stac.contract import prop
 from bigearth_stac.hrefs import Location, Scope, parse, resolve_many
 from bigearth_stac.vocab import Layout, band_groups
 
@@ -89,7 +90,7 @@ def sample_table(
     """
     n = len(index)
     scope = scope or _index_scope(index_url)
-    layout: Layout = index.column("bigearthnet:layout")[0].as_py() if n else "stacked"
+    layout: Layout = index.column(prop("layout"))[0].as_py() if n else "stacked"
     own = _as_lists(_asset_urls(index, index_url, "s1" if modality == "s1" else "s2", layout, scope) if n else [], n)
     empty = _as_lists([], n)
     s2_assets, s1_assets = (empty, own) if modality == "s1" else (own, empty)
@@ -97,12 +98,12 @@ def sample_table(
         if partner_index is None or partner_index_url is None:
             raise ValueError("pairs need the S1 index (partner_index and partner_index_url)")
         pos = {sid: i for i, sid in enumerate(partner_index.column("id").to_pylist())}
-        wanted = index.column("bigearthnet:s1_id").to_pylist()
+        wanted = index.column(prop("s1_id")).to_pylist()
         missing = [w for w in wanted if w not in pos]
         if missing:
             raise KeyError(f"S1 partners missing from the S1 index: {missing[:5]}")
         rows = partner_index.take(pa.array([pos[w] for w in wanted]))
-        s1_layout: Layout = rows.column("bigearthnet:layout")[0].as_py()
+        s1_layout: Layout = rows.column(prop("layout"))[0].as_py()
         s1_assets = _as_lists(_asset_urls(rows, partner_index_url, "s1", s1_layout, scope), n)
     table = pa.table(
         {
@@ -110,9 +111,9 @@ def sample_table(
             "s2_assets": s2_assets,
             "s1_assets": s1_assets,
             "layout": pa.array([layout] * n, pa.string()),
-            "labels_19": index.column("bigearthnet:labels_19"),
-            "labels_43": index.column("bigearthnet:labels_43"),
-            "split": index.column("bigearthnet:split"),
+            "labels_19": index.column(prop("labels_19")),
+            "labels_43": index.column(prop("labels_43")),
+            "split": index.column(prop("split")),
         },
         schema=SAMPLE_SCHEMA,
     )

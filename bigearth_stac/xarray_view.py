@@ -36,6 +36,7 @@ from bigearth_stac.bandplan import (
     split_bands,
     upsample_nearest,
 )
+from bigearth_stac.contract import prop
 from bigearth_stac.decode import decode
 from bigearth_stac.fetch import Fetcher, FetchError
 from bigearth_stac.hrefs import Scope, join
@@ -266,7 +267,7 @@ def mosaic(
     items = _items(source, modality, settings)
     if not items:
         raise ValueError("no items to mosaic")
-    layout = items[0]["properties"].get("bigearthnet:layout")
+    layout = items[0]["properties"].get(prop("layout"))
     if layout != "per-band":
         raise ValueError(
             f"mosaic needs single-band assets (a catalog built with --layout per-band); these items are {layout!r}"

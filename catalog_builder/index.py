@@ -22,7 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import stac_geoparquet.arrow as sga
 
-from bigearth_stac.contract import PREFIX, PROPERTY_TYPES, SEARCH_COLUMNS, index_href, index_path, item_dir
+from bigearth_stac.contract import (
+    PROPERTY_TYPES,
+    SEARCH_COLUMNS,
+    index_href,
+    index_path,
+    item_dir,
+    prop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ def sort_by_location(table: pa.Table) -> pa.Table:
     cy = (bbox.field("ymin").to_numpy() + bbox.field("ymax").to_numpy()) / 2
     gx, gy = _grid(cx, cy)
     keys = pa.table({
-        "tile": pc.fill_null(table.column(f"{PREFIX}:tile"), ""),
+        "tile": pc.fill_null(table.column(prop("tile")), ""),
         "h": hilbert_many(gx.astype(np.int64), gy.astype(np.int64)),
         "id": table.column("id"),
     })
@@ -103,7 +110,7 @@ def spatial_key(item: Mapping[str, Any]) -> tuple[str, int, str]:
     cy = (b[1] + b[3]) / 2
     fx, fy = _grid(cx, cy)
     gx, gy = int(fx), int(fy)
-    tile = item["properties"].get("bigearthnet:tile") or ""
+    tile = item["properties"].get(prop("tile")) or ""
     return (tile, _hilbert(gx, gy), item["id"])
 
 
@@ -116,7 +123,7 @@ def _relative_to_index(item: Mapping[str, Any]) -> dict[str, Any]:
     is published.
     """
     collection = item["collection"]
-    folder = item_dir(collection, item["properties"][f"{PREFIX}:tile"], item["id"])
+    folder = item_dir(collection, item["properties"][prop("tile")], item["id"])
 
     def rel(href: str) -> str:
         if "://" in href:

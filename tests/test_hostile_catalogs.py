@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bigearth_stac import Catalog
-from bigearth_stac.fetch import FetchError, Fetcher
+from bigearth_stac.fetch import Fetcher, FetchError
 from bigearth_stac.hrefs import HrefError, Scope
 from bigearth_stac.samples import scope_of, with_scope
 from tests.s3fixtures import S3TestServer

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bigearth_devtools.faultproxy import FaultPlan, FaultProxy
+
 from bigearth_stac.fetch import Fetcher
 from bigearth_stac.hrefs import HrefError, Scope, join, parse, parse_s3_url
 from bigearth_stac.io import ObjectTooLarge, gdal_path, open_url
