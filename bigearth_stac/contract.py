@@ -21,7 +21,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from bigearth_stac.vocab import PREFIX, S1_COLLECTION, S2_COLLECTION, SCHEMA_URI, SCHEMA_VERSION
+from bigearth_stac.vocab import (
+    CLASS_ORDERS,
+    PREFIX,
+    S1_COLLECTION,
+    S2_COLLECTION,
+    SCHEMA_URI,
+    SCHEMA_VERSION,
+)
 
 __all__ = [
     "CATALOG_FILE",
@@ -32,6 +39,7 @@ __all__ = [
     "INDEX_ASSET",
     "INDEX_DIR",
     "INDEX_MEDIA_TYPE",
+    "LABEL_MASK_COLUMNS",
     "JSON_MEDIA_TYPE",
     "MANIFEST",
     "PREFIX",
@@ -56,6 +64,7 @@ __all__ = [
     "index_path",
     "item_dir",
     "item_path",
+    "label_bits",
     "prop",
 ]
 
@@ -156,8 +165,23 @@ PROPERTY_TYPES: dict[str, pa.DataType] = {
 }
 """Index columns a search reads, with the Arrow type each always has (whatever the items hold)."""
 
-SEARCH_COLUMNS: tuple[str, ...] = ("id", "bbox", "datetime", *PROPERTY_TYPES, "collection", "geometry")
+LABEL_MASK_COLUMNS: dict[str, str] = {"19": prop("label_mask_19"), "43": prop("label_mask_43")}
+"""Index-only ``int64`` columns (not item properties): bit ``i`` is set when class ``i`` of
+``CLASS_ORDERS["original"][nomenclature]`` is one of the patch's labels. A label query is a bit
+test (DESIGN.md #15): ``(mask & bits) <> 0`` for any, ``= bits`` for all."""
+
+SEARCH_COLUMNS: tuple[str, ...] = ("id", "bbox", "datetime", *PROPERTY_TYPES, *LABEL_MASK_COLUMNS.values(),
+                                   "collection", "geometry")
 """Columns stored first in each row group, so a remote reader fetches them in one range request."""
+
+
+def label_bits(names: Any, nomenclature: str) -> int:
+    """The mask of a set of class names of one nomenclature (see :data:`LABEL_MASK_COLUMNS`)."""
+    order = CLASS_ORDERS["original"][nomenclature]
+    bits = 0
+    for name in names:
+        bits |= 1 << order.index(name)
+    return bits
 
 
 # -- the extension schema -------------------------------------------------------------------------

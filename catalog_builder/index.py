@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import stac_geoparquet.arrow as sga
 
 from bigearth_stac.contract import (
+    LABEL_MASK_COLUMNS,
     PROPERTY_TYPES,
     SEARCH_COLUMNS,
     index_href,
@@ -30,6 +31,7 @@ from bigearth_stac.contract import (
     item_dir,
     prop,
 )
+from bigearth_stac.vocab import CLASS_ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,29 @@ def with_property_types(table: pa.Table) -> pa.Table:
         i = table.schema.get_field_index(name)
         if table.schema.field(i).type != typ:
             table = table.set_column(i, pa.field(name, typ), table.column(i).cast(typ))
+    return with_label_masks(table)
+
+
+def with_label_masks(table: pa.Table) -> pa.Table:
+    """``table`` with the label bit-mask columns (:data:`~bigearth_stac.contract.LABEL_MASK_COLUMNS`).
+
+    Computed column-wise from the label arrays (a full-archive index has 590k rows).
+    """
+    for nomenclature, column in LABEL_MASK_COLUMNS.items():
+        labels = table.column(prop(f"labels_{nomenclature}")).combine_chunks()
+        flat = pc.list_flatten(labels)
+        parents = pc.list_parent_indices(labels).to_numpy()
+        index = pc.index_in(flat, value_set=pa.array(CLASS_ORDERS["original"][nomenclature]))
+        if index.null_count:
+            unknown = flat.filter(pc.is_null(index))[0].as_py()
+            raise ValueError(f"label {unknown!r} is not a {nomenclature}-class name")
+        mask = np.zeros(len(table), dtype=np.int64)
+        np.bitwise_or.at(mask, parents, np.left_shift(np.int64(1), index.to_numpy().astype(np.int64)))
+        field = pa.field(column, pa.int64())
+        if column in table.column_names:
+            table = table.set_column(table.schema.get_field_index(column), field, pa.array(mask))
+        else:
+            table = table.append_column(field, pa.array(mask))
     return table
 
 
@@ -196,5 +221,6 @@ __all__ = [
     "sort_by_location",
     "spatial_key",
     "table_to_parquet_bytes",
+    "with_label_masks",
     "with_property_types",
 ]
