@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -23,7 +22,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-
 
 log = logging.getLogger(__name__)
 
