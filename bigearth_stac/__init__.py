@@ -10,6 +10,9 @@ _LAZY = {
     "SearchResult": "bigearth_stac.search",
     "BigEarthNetStream": "bigearth_stac.torch_dataset",
     "SampleError": "bigearth_stac.torch_dataset",
+    "StreamOptions": "bigearth_stac.torch_dataset",
+    "DecodeError": "bigearth_stac.decode",
+    "ShapeMismatchError": "bigearth_stac.decode",
     "to_xarray": "bigearth_stac.xarray_view",
     "mosaic": "bigearth_stac.xarray_view",
     "Fetcher": "bigearth_stac.fetch",
@@ -33,4 +36,4 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["Catalog", "SearchResult", "BigEarthNetStream", "SampleError", "to_xarray", "mosaic", "Fetcher",
            "FetchError", "StorageSettings", "Scope", "HrefError", "CatalogError", "QueryError",
-           "UnknownLabelError"]
+           "UnknownLabelError", "StreamOptions", "DecodeError", "ShapeMismatchError"]

@@ -5,6 +5,11 @@ Both readers (the PyTorch stream and the xarray view) turn a band selection into
 table row (``band_groups(modality, layout)`` order) and, for every requested band, which fetched
 asset and which band of that file holds it. A selection of RGB in the stacked layout fetches one
 object, not four; in the per-band layout three.
+
+A plan also says what each fetched object must hold (:func:`asset_expectations`: bands, size
+and dtype from :mod:`bigearth_stac.vocab`), and its decoders check that on the header, so a
+valid GeoTIFF of the wrong shape is an error naming the asset, not an ``IndexError`` or
+silently resampled pixels.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bigearth_stac.decode import Expected
 from bigearth_stac.vocab import BANDS, S1_BAND_NAMES, S2_BAND_NAMES, Layout, Modality, band_groups
 
-__all__ = ["BandPlan", "band_plan", "split_bands", "upsample_nearest", "downsample_mean"]
+__all__ = ["BandPlan", "asset_expectations", "band_plan", "split_bands", "upsample_nearest", "downsample_mean"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class BandPlan:
     """Positions (in the row's asset list) of the objects to fetch, ascending."""
     picks: tuple[tuple[int, int], ...]
     """Per requested band: (index into ``assets``, band index inside that file)."""
+    expected: tuple[Expected, ...]
+    """Per fetched asset (aligned with ``assets``): what it must decode to. Its ``decode``
+    method is the decoder to hand the fetcher."""
+    asset_count: int
+    """How many assets a row of this modality and layout has (``band_groups`` order)."""
 
     @property
     def requests(self) -> int:
@@ -64,6 +75,18 @@ def split_bands(bands: Sequence[str] | None, modalities: Sequence[str]) -> dict[
     return out
 
 
+def asset_expectations(modality: Modality, layout: Layout) -> dict[str, Expected]:
+    """Asset key -> what its COG must decode to, in ``band_groups(modality, layout)`` order."""
+    out = {}
+    for key, names in band_groups(modality, layout).items():
+        specs = {(BANDS[b].size, BANDS[b].dtype) for b in names}
+        if len(specs) != 1:  # pragma: no cover - the vocabulary groups bands of one size and dtype
+            raise ValueError(f"asset {key!r} mixes band sizes or dtypes: {sorted(specs)}")
+        size, dtype = specs.pop()
+        out[key] = Expected(len(names), size, size, np.dtype(dtype), key)
+    return out
+
+
 def band_plan(modality: Modality, layout: Layout, bands: Sequence[str]) -> BandPlan:
     """The objects to fetch and the band positions for ``bands`` of ``modality`` in ``layout``."""
     groups = band_groups(modality, layout)
@@ -74,7 +97,8 @@ def band_plan(modality: Modality, layout: Layout, bands: Sequence[str]) -> BandP
         raise ValueError(f"band(s) {missing} are not {modality} bands")
     assets = tuple(sorted({where[b][0] for b in bands}))
     picks = tuple((assets.index(where[b][0]), where[b][1]) for b in bands)
-    return BandPlan(modality, layout, tuple(bands), assets, picks)
+    expect = list(asset_expectations(modality, layout).values())
+    return BandPlan(modality, layout, tuple(bands), assets, picks, tuple(expect[a] for a in assets), len(keys))
 
 
 def upsample_nearest(array: np.ndarray, factor: int) -> np.ndarray:

@@ -28,6 +28,6 @@ def show(catalog: str, patch_id: str, out: Path, endpoint_url: str | None, dpi: 
     rows = found.sample_table().to_pylist()
     if not rows:
         raise click.ClickException(f"no patch {patch_id!r} in {catalog}")
-    fig = plot_patch(read_patch(rows[0], settings))
+    fig = plot_patch(read_patch(rows[0], settings, scope=cat.scope))
     fig.savefig(out, dpi=dpi)
     click.echo(f"wrote {out}")

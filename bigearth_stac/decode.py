@@ -8,6 +8,11 @@ which is what dominates the cost of a ~100 KB object (DESIGN.md #3). Any other f
 several tiles, band-interleaved, big-endian, another codec, not a TIFF at all) goes through
 rasterio's ``MemoryFile`` with the GTiff driver only, the reference the fast path is tested
 against bit for bit.
+
+Given an :class:`Expected` (what the band plan says the asset holds), both paths compare the
+header's band count, size and dtype with it before decoding a single pixel: a valid GeoTIFF of
+the wrong shape is a :class:`ShapeMismatchError`, never an array the loader would index or
+resample.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import imagecodecs
@@ -23,7 +29,7 @@ import tifffile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecodeError", "decode", "decode_fast", "decode_gdal"]
+__all__ = ["DecodeError", "Expected", "ShapeMismatchError", "decode", "decode_fast", "decode_gdal"]
 
 # TIFF compression tag value -> imagecodecs decoder taking (data, out=size).
 _DECOMPRESS: dict[int, Any] = {
@@ -36,7 +42,52 @@ _DTYPES = {(1, 8): "u1", (1, 16): "u2", (1, 32): "u4", (2, 8): "i1", (2, 16): "i
 
 
 class DecodeError(ValueError):
-    """Bytes that neither the fast path nor GDAL could decode."""
+    """Bytes that neither the fast path nor GDAL could decode (or not to the expected pixels)."""
+
+
+class ShapeMismatchError(DecodeError):
+    """A readable GeoTIFF whose bands, size or dtype are not what the asset must hold."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one asset must decode to: ``(bands, height, width)`` of ``dtype``."""
+
+    bands: int
+    """Number of bands."""
+    height: int
+    """Rows in pixels."""
+    width: int
+    """Columns in pixels."""
+    dtype: np.dtype
+    """Pixel type (a name such as ``"uint16"`` is converted); byte order is not compared."""
+    what: str = ""
+    """Names the asset in errors (``"s2_10m"``)."""
+    shape: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    """``(bands, height, width)``, derived."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "shape", (self.bands, self.height, self.width))
+
+    def check(self, bands: int, height: int, width: int, dtype: np.dtype) -> None:
+        """Raise :class:`ShapeMismatchError` unless a header (or an array) agrees; byte order aside."""
+        want = self.dtype
+        if (bands, height, width) != self.shape or (
+            dtype != want and (dtype.kind != want.kind or dtype.itemsize != want.itemsize)
+        ):
+            where = f"{self.what}: " if self.what else ""
+            raise ShapeMismatchError(
+                f"{where}expected {_describe(*self.shape, want)}, found {_describe(bands, height, width, dtype)}"
+            )
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """:func:`decode` ``data``, checked against this expectation."""
+        return decode(data, self)
+
+
+def _describe(bands: int, height: int, width: int, dtype: np.dtype) -> str:
+    return f"{bands} band{'s' if bands != 1 else ''} of {height} x {width} {np.dtype(dtype).name}"
 
 
 def _fast_plan(page: tifffile.TiffPage) -> tuple[np.dtype, int, int, int, int, int] | None:
@@ -54,6 +105,11 @@ def _fast_plan(page: tifffile.TiffPage) -> tuple[np.dtype, int, int, int, int, i
         return None
     return np.dtype("<" + code), page.imagelength, page.imagewidth, page.samplesperpixel, page.tilelength, page.tilewidth
 
+
+#: Tiles up to this many pixels are always decoded on the fast path (GDAL's default block is
+#: 512 x 512); larger ones only when at most 4x the image, so a hostile header cannot make the
+#: fast path allocate a huge tile for a small image.
+_MAX_TILE_PX = 512 * 512
 
 # TIFF field types -> (struct code, size) for the types our headers use.
 _FIELD = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
@@ -126,8 +182,12 @@ def _plan_with_tifffile(data: bytes) -> tuple[np.dtype, int, int, int, int, int,
         return None
 
 
-def decode_fast(data: bytes) -> np.ndarray | None:
-    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours."""
+def decode_fast(data: bytes, expect: Expected | None = None) -> np.ndarray | None:
+    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours.
+
+    With ``expect``, a header that disagrees raises :class:`ShapeMismatchError` before the tile
+    is allocated or inflated.
+    """
     tags = _read_ifd(data)
     plan = _plan_from_ifd(tags) if tags is not None else None
     if plan is None:
@@ -135,6 +195,10 @@ def decode_fast(data: bytes) -> np.ndarray | None:
     if plan is None:
         return None
     dtype, height, width, samples, tl, tw, offset, count, compression, predictor = plan
+    if expect is not None:
+        expect.check(samples, height, width, dtype)
+    if tl < height or tw < width or tl * tw > max(4 * height * width, _MAX_TILE_PX):
+        return None  # a tile that does not hold the image, or one far larger than it: GDAL's case
     tile = np.empty((1, tl, tw, samples), dtype)
     flat = tile.reshape(-1).view(np.uint8)
     raw = memoryview(data)[offset : offset + count]
@@ -158,8 +222,11 @@ def decode_fast(data: bytes) -> np.ndarray | None:
     return np.ascontiguousarray(tile[0, :height, :width, :].transpose(2, 0, 1))
 
 
-def decode_gdal(data: bytes) -> np.ndarray:
-    """Decode any GeoTIFF GDAL reads to a (bands, height, width) array (rasterio, GTiff driver)."""
+def decode_gdal(data: bytes, expect: Expected | None = None) -> np.ndarray:
+    """Decode any GeoTIFF GDAL reads to a (bands, height, width) array (rasterio, GTiff driver).
+
+    With ``expect``, the header is checked before any pixel is read.
+    """
     import rasterio
     from rasterio.errors import RasterioIOError
     from rasterio.io import MemoryFile
@@ -169,15 +236,23 @@ def decode_gdal(data: bytes) -> np.ndarray:
         # Bytes in memory need no credentials; without an explicit session rasterio would build
         # a boto3 session from the environment on every open (~30 ms when AWS variables are set).
         with rasterio.Env(session=DummySession()), MemoryFile(data) as mem, mem.open(driver="GTiff") as src:
+            if expect is not None:
+                dtypes = set(src.dtypes)  # one dtype per band in GDAL; mixed ones match nothing
+                found = np.dtype(dtypes.pop()) if len(dtypes) == 1 else np.dtype("V")
+                expect.check(src.count, src.height, src.width, found)
             return src.read()
     except RasterioIOError as exc:
         raise DecodeError(f"not a GeoTIFF GDAL can read: {exc}") from exc
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Pixels of a GeoTIFF as (bands, height, width): the fast path for our COGs, else GDAL."""
-    out = decode_fast(data)
+def decode(data: bytes, expect: Expected | None = None) -> np.ndarray:
+    """Pixels of a GeoTIFF as (bands, height, width): the fast path for our COGs, else GDAL.
+
+    With ``expect``, a file whose bands, size or dtype differ raises :class:`ShapeMismatchError`
+    (checked on the header, before decoding).
+    """
+    out = decode_fast(data, expect)
     if out is None:
         log.debug("not one of our COGs (%d bytes): decoding with GDAL", len(data))
-        out = decode_gdal(data)
+        out = decode_gdal(data, expect)
     return out

@@ -15,6 +15,7 @@ threads and sockets, which do not survive pickling or ``fork``.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,7 +103,7 @@ class Fetcher:
             url = self.scope.check_local(url)
         return url
 
-    def get(self, href: str) -> bytes:
+    def get(self, href: str) -> builtins.bytes:
         """The whole object at ``href``, retrying transient failures; :class:`FetchError` else."""
         try:
             return self.reader.get(self._confined(href))
@@ -111,7 +112,7 @@ class Fetcher:
         except Exception as exc:
             raise FetchError(href, exc, getattr(exc, "attempts", 1)) from exc
 
-    def submit(self, href: str, then: Callable[[bytes], T] | None = None) -> Future[Any]:
+    def submit(self, href: str, then: Callable[[builtins.bytes], T] | None = None) -> Future[Any]:
         """Fetch ``href`` on the pool; ``then`` (e.g. a decoder) runs on the same thread."""
         if then is None:
             return self._executor().submit(self.get, href)

@@ -37,7 +37,6 @@ from bigearth_stac.bandplan import (
     upsample_nearest,
 )
 from bigearth_stac.contract import prop
-from bigearth_stac.decode import decode
 from bigearth_stac.fetch import Fetcher, FetchError
 from bigearth_stac.hrefs import Scope, join
 from bigearth_stac.samples import as_sample_table, scope_of
@@ -81,7 +80,8 @@ def _read_block(block: _Block) -> np.ndarray:
     nbands = len(block.plans[0].bands) if block.plans else 0
     out = np.empty((len(block.ids), nbands, size, size), dtype=block.dtype)
     fetcher = _fetcher(block.settings, block.max_in_flight, block.scope)
-    futures = [[fetcher.submit(h, decode) for h in hrefs] for hrefs in block.hrefs]
+    futures = [[fetcher.submit(h, plan.expected[k].decode) for k, h in enumerate(hrefs)]
+               for hrefs, plan in zip(block.hrefs, block.plans, strict=True)]
     try:
         for i, (sample_id, plan, futs) in enumerate(zip(block.ids, block.plans, futures, strict=True)):
             try:

@@ -81,3 +81,45 @@ def test_own_header_parser_reads_our_cogs_and_rejects_the_rest(real_catalog: Pat
     assert _plan_from_ifd(_read_ifd(raw_band) or {}) is None  # striped: not ours
     assert _read_ifd(b"MM\x00*" + bytes(20)) is None  # big-endian: left to tifffile
     assert _read_ifd(raw_band[:10]) is None  # truncated header
+
+
+def _gtiff(array: np.ndarray, block: int) -> bytes:
+    """A one-tile GeoTIFF of ``array`` (bands, h, w) with ``block`` x ``block`` tiles, written by GDAL."""
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    bands, h, w = array.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": array.dtype.name,
+               "crs": "EPSG:32633", "transform": from_origin(500_000.0, 5_000_000.0, 60.0, 60.0),
+               "tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate", "interleave": "pixel"}
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(array)
+        return mem.read()
+
+
+def test_tiles_far_larger_than_the_image_are_left_to_gdal() -> None:
+    """A header may not make the fast path allocate a huge tile for a small image."""
+    array = np.random.default_rng(2).integers(0, 10_000, (2, 20, 20)).astype("uint16")
+    usual = _gtiff(array, 512)  # GDAL's default block: still the fast path
+    assert decode_fast(usual) is not None and decode_fast(usual).tobytes() == array.tobytes()  # type: ignore[union-attr]
+    huge = _gtiff(array, 2048)
+    assert decode_fast(huge) is None
+    assert decode(huge).tobytes() == array.tobytes()
+
+
+def test_expected_shape_is_checked_on_the_header(real_catalog: Path) -> None:
+    from bigearth_stac.bandplan import asset_expectations
+
+    expect = asset_expectations("s2", "stacked")
+    for path in _tifs(real_catalog):
+        if path.stem.endswith("_s1"):
+            continue
+        key = "_".join(path.stem.split("_")[-2:])  # <id>_s2_10m
+        data = path.read_bytes()
+        assert decode(data, expect[key]).shape == expect[key].shape  # each group decodes as its asset
+        wrong = expect["s2_20m" if key != "s2_20m" else "s2_60m"]
+        with pytest.raises(DecodeError, match=rf"expected {wrong.bands} bands"):
+            decode(data, wrong)
+        with pytest.raises(DecodeError, match=rf"expected {wrong.bands} bands"):
+            decode_gdal(data, wrong)

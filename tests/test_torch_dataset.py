@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -240,8 +241,8 @@ def _break_one(table: pa.Table, href: str) -> tuple[pa.Table, str]:
     return pa.Table.from_pylist(rows, schema=table.schema), rows[2]["id"]
 
 
-def test_on_error_raise_names_id_and_href(real_catalog: Path, tmp_path: Path) -> None:
-    missing = str(tmp_path / "gone_s2_10m.tif")
+def test_on_error_raise_names_id_and_href(real_catalog: Path) -> None:
+    missing = str(real_catalog / "gone_s2_10m.tif")  # inside the catalog, but not there
     table, bad_id = _break_one(pairs_table(real_catalog), missing)
     with pytest.raises(SampleError) as info:
         list(BigEarthNetStream(table, shuffle=False))
@@ -253,16 +254,18 @@ def test_on_error_raise_names_id_and_href(real_catalog: Path, tmp_path: Path) ->
 
 
 def test_on_error_skip_counts_and_never_fills(real_catalog: Path, tmp_path: Path) -> None:
-    corrupt = tmp_path / "corrupt_s2_10m.tif"
-    corrupt.write_bytes(b"II*\x00 this is not a COG")
-    table, bad_id = _break_one(pairs_table(real_catalog), str(corrupt))
+    root = Path(shutil.copytree(real_catalog, tmp_path / "catalog"))
+    table = pairs_table(root)
+    bad_id = table.column("id")[2].as_py()
+    Path(table.column("s2_assets")[2].as_py()[0]).write_bytes(b"II*\x00 this is not a COG")
     ds = BigEarthNetStream(table, on_error="skip", shuffle=False)
     ids = [s["id"] for s in ds]
     assert bad_id not in ids and len(ids) == 5
     assert ds.stats["skipped"] == 1 and ds.skipped_ids == [bad_id]
     workers = BigEarthNetStream(table, on_error="skip", shuffle=False)
     assert len(ids_of(DataLoader(workers, batch_size=2, num_workers=2))) == 5
-    assert workers.stats["skipped"] == 1  # counted in the workers, visible here
+    # counted and named in the workers, visible here
+    assert workers.stats["skipped"] == 1 and workers.stats["yielded"] == 5 and workers.skipped_ids == [bad_id]
 
 
 # -- object storage ----------------------------------------------------------------------------
