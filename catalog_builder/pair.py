@@ -6,7 +6,6 @@ and the store it is given.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from rasterio.session import DummySession
 from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, Layout, band_groups
 from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
 from catalog_builder.index import items_to_table
+from catalog_builder.rawio import loads_bounded
 from catalog_builder.records import PairRecord, SourceError, SourceProblem
 from catalog_builder.sources.base import ReleaseSource
 from catalog_builder.stac import (
@@ -70,28 +70,54 @@ def encode_pair(pair: PairRecord, pixels: dict[str, np.ndarray], layout: Layout,
     return out
 
 
-def _existing(store: OutputStore, path: str, verify: bool) -> list[ManifestEntry] | None:
-    """Manifest entries of an item and its assets if all are present and match, else ``None``."""
+MAX_ITEM_BYTES = 4 * 2**20
+"""An existing item JSON larger than this is not one this builder wrote: the pair is rebuilt."""
+MAX_ITEM_DEPTH = 32
+"""Nesting an existing item may have (this builder writes 5 levels)."""
+
+
+def _asset_name(asset: Any) -> tuple[str, int, str] | None:
+    """(file name, size, sha256 hex) of an asset this builder wrote, or ``None``."""
+    if not isinstance(asset, dict):
+        return None
+    href, size, checksum = asset.get("href"), asset.get("file:size"), asset.get("file:checksum")
+    if not (isinstance(href, str) and isinstance(size, int) and isinstance(checksum, str)):
+        return None
+    name = href.removeprefix("./")
+    if not name or "/" in name or "\\" in name or name in (".", ".."):  # our assets sit beside the item
+        return None
+    return name, size, checksum[4:]
+
+
+def _existing(store: OutputStore, path: str, verify: bool) -> tuple[dict[str, Any], list[ManifestEntry]] | None:
+    """An item and the manifest entries of it and its assets if all are present and match, else
+    ``None`` (also for anything that is not an item this builder wrote)."""
     raw = store.read(path)
-    if raw is None:
+    if raw is None or len(raw) > MAX_ITEM_BYTES:
         return None
     try:
-        item = json.loads(raw)
-    except json.JSONDecodeError:
+        item = loads_bounded(raw, MAX_ITEM_DEPTH)
+    except ValueError:
+        return None
+    assets = item.get("assets") if isinstance(item, dict) else None
+    if not isinstance(assets, dict) or not assets:
         return None
     base = path.rsplit("/", 1)[0]
     entries = [ManifestEntry(path, len(raw), sha256_hex(raw), GEOJSON_MEDIA_TYPE, STAGE_ITEM)]
-    for asset in item.get("assets", {}).values():
-        apath = f"{base}/{asset['href'].removeprefix('./')}"
-        expected = asset.get("file:checksum", "")[4:]
+    for asset in assets.values():
+        described = _asset_name(asset)
+        if described is None:
+            return None
+        name, asize, expected = described
+        apath = f"{base}/{name}"
         if verify:
             data = store.read(apath)
-            if data is None or len(data) != asset.get("file:size") or sha256_hex(data) != expected:
+            if data is None or len(data) != asize or sha256_hex(data) != expected:
                 return None
-        elif store.size(apath) != asset.get("file:size"):
+        elif store.size(apath) != asize:
             return None
-        entries.append(ManifestEntry(apath, asset["file:size"], expected, COG_MEDIA_TYPE, STAGE_COG))
-    return entries
+        entries.append(ManifestEntry(apath, asize, expected, COG_MEDIA_TYPE, STAGE_COG))
+    return item, entries
 
 
 def resume_state(store: OutputStore, pair: PairRecord, verify: bool = True) -> tuple[list[dict[str, Any]], list[ManifestEntry]] | None:
@@ -99,12 +125,11 @@ def resume_state(store: OutputStore, pair: PairRecord, verify: bool = True) -> t
     items: list[dict[str, Any]] = []
     manifest: list[ManifestEntry] = []
     for collection, patch in ((S2_COLLECTION, pair.s2), (S1_COLLECTION, pair.s1)):
-        path = item_path(collection, pair.tile, patch.id)
-        entries = _existing(store, path, verify)
-        if entries is None:
+        found = _existing(store, item_path(collection, pair.tile, patch.id), verify)
+        if found is None:
             return None
-        items.append(json.loads(store.read(path) or b"{}"))
-        manifest.extend(entries)
+        items.append(found[0])
+        manifest.extend(found[1])
     return items, manifest
 
 
@@ -123,6 +148,8 @@ def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Lay
         pixels = source.read_pixels(pair)
     except SourceError as exc:
         outcome.problem = exc.record
+        if outcome.partner is None:  # the S2 patch is accounted for by this problem
+            outcome.partner = exc.partner
         return outcome
     cogs = encode_pair(pair, pixels, layout, options)
     for modality, collection, patch in (("s2", S2_COLLECTION, pair.s2), ("s1", S1_COLLECTION, pair.s1)):

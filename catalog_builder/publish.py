@@ -15,9 +15,13 @@ Checks, in order, for each object:
 * **Local file intact?** Its size is checked for every object before anything is uploaded; its
   sha256 right before its upload (the bytes are read once). A mismatch is an error naming the
   file.
-* **Safe to publish?** JSON documents and Parquet indexes are refused if any href is an
-  absolute local path (``/...``, ``file:``, ``C:\\``), carries credentials (``user:pass@``, a
-  presigned query) or the JSON contains the local catalog's own path.
+* **Safe to publish?** Before the first upload, every JSON document (items, collections, the
+  root, the schema) and every Parquet index is read, checked against the manifest's sha256 and
+  scanned *as parsed data*, so no JSON escape (``\\/home``, ``\\u002f``) hides a value: it is
+  refused if any string in it names a local path (the local catalog's own path, an absolute
+  path, ``~/``, ``file:``, ``C:\\``), if an href carries credentials (``user:pass@``, a presigned
+  query), or if a relative href climbs out of the catalog (``../`` past the root, also
+  percent-encoded). A refused publish uploads nothing; the error names the file and the value.
 * **Upload** with ``Content-MD5`` (the server rejects a body damaged in transit) and the sha256
   in the object's metadata; boto3 retries throttling, 5xx and dropped connections (standard mode).
 * **Verify** with a ``HEAD`` (size, media type, sha256 metadata): with the server's own MD5 check
@@ -32,9 +36,10 @@ naming its key; nothing of a later stage has been sent, and a rerun resumes wher
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import posixpath
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,12 +48,14 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bigearth_stac.settings import StorageSettings
+from catalog_builder.rawio import loads_bounded
 from catalog_builder.s3store import SHA256_META, S3Store, check_relative
 from catalog_builder.stac import INDEX_MEDIA_TYPE
 from catalog_builder.store import MANIFEST, STAGE_META, STAGE_ROOT, ManifestEntry, read_manifest
@@ -69,6 +76,37 @@ UNSAFE_HREF = re.compile(
     r"|[?&](X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token|Signature|sig|token)=",
     re.IGNORECASE,
 )
+
+#: A string value anywhere in a document that names a local path: one that starts like an
+#: absolute, home-relative or Windows path, or that holds ``file:/`` or an absolute path
+#: of two or more segments after a space, quote, bracket or ``=`` (``built from /home/u/raw``).
+LOCAL_PATH_VALUE = re.compile(
+    r"^(?:/|~[/\\]|[A-Za-z]:[\\/]|\\\\)|file:/|(?:^|[\s\"'(\[{<=,;])/[^\s/]+/",
+    re.IGNORECASE,
+)
+
+# A fast over-approximation of LOCAL_PATH_VALUE over many strings at once (a line each, after
+# mapping every character that may precede an embedded path to a newline); LOCAL_PATH_VALUE
+# itself runs only on the strings of a document the prefilter flags.
+_BEFORE_PATH = str.maketrans(dict.fromkeys(
+    [c for c in map(chr, range(0x3100)) if re.match(r"\s", c)] + list("\"'([{<=,;"), "\n"))
+_DRIVE_LINE = re.compile(r"\n[A-Za-z]:[\\/]")
+
+
+def _may_name_local_paths(strings: list[str], local_root: Path) -> bool:
+    text = "\n" + "\n".join(strings)
+    if str(local_root) in text or "file:/" in text.lower() or _DRIVE_LINE.search(text):
+        return True
+    lines = text.translate(_BEFORE_PATH)
+    return "\n/" in lines or "\n~" in lines or "\n\\" in lines
+
+#: A URL with a scheme (``https:``, ``s3:``); an href without one is relative to its document.
+HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+MAX_JSON_BYTES = 64 * 2**20
+"""A JSON document larger than this is refused unread (items are a few KB, collections < 1 MB)."""
+MAX_JSON_DEPTH = 64
+"""Nesting a JSON document may have (this builder writes at most about 8 levels)."""
 
 
 class PublishError(RuntimeError):
@@ -151,22 +189,33 @@ def load_manifest(root: Path) -> list[ManifestEntry]:
 
 
 def check_local_sizes(root: Path, entries: list[ManifestEntry]) -> None:
-    """Every object exists locally with its manifest size (cheap: ``stat`` only)."""
+    """Every object exists locally as a regular file of its manifest size (cheap: ``stat`` only).
+
+    A FIFO or a device (``/dev/zero`` behind a symlink) is refused here, before anything is read.
+    Symlinks to regular files are followed (a catalog may spread over disks); what they hold
+    must still match the manifest's sha256 before it is uploaded.
+    """
     for e in entries:
         local = root / e.path
         try:
-            size = local.stat().st_size
+            st = local.stat()
         except FileNotFoundError:
             raise PublishError(str(local), "listed in the manifest but missing") from None
-        if size != e.size:
-            raise PublishError(str(local), f"is {size} bytes, the manifest says {e.size}: "
+        if not stat.S_ISREG(st.st_mode):
+            raise PublishError(str(local), "is not a regular file: refusing to publish it")
+        if st.st_size != e.size:
+            raise PublishError(str(local), f"is {st.st_size} bytes, the manifest says {e.size}: "
                                            "the local catalog changed after its build")
 
 
 def read_verified(root: Path, entry: ManifestEntry) -> bytes:
     """The local object's bytes, checked against the manifest's size and sha256."""
     local = root / entry.path
-    data = local.read_bytes()
+    try:
+        with local.open("rb") as fh:
+            data = fh.read(entry.size + 1)  # never more than the manifest promises (plus one, to notice)
+    except OSError as exc:
+        raise PublishError(str(local), f"cannot be read ({exc.strerror or exc})") from None
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != entry.size or digest != entry.sha256:
         raise PublishError(str(local), f"does not match the manifest (size {len(data)} vs {entry.size}, "
@@ -179,40 +228,131 @@ def read_verified(root: Path, entry: ManifestEntry) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def _hrefs(doc: Any) -> Iterator[str]:
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            if k == "href" and isinstance(v, str):
-                yield v
-            else:
-                yield from _hrefs(v)
-    elif isinstance(doc, list):
-        for v in doc:
-            yield from _hrefs(v)
+def _strings(doc: Any) -> tuple[list[str], list[str]]:
+    """(every string of a parsed JSON document, keys included; the ``href`` values among them).
+
+    Iterative: a document's depth is bounded by :data:`MAX_JSON_DEPTH`, but no recursion at all.
+    """
+    strings: list[str] = []
+    hrefs: list[str] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                strings.append(k)
+                if isinstance(v, str):
+                    strings.append(v)
+                    if k == "href":
+                        hrefs.append(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(node, list):
+            for v in node:
+                if isinstance(v, str):
+                    strings.append(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+    if isinstance(doc, str):
+        strings.append(doc)
+    return strings, hrefs
+
+
+def escapes_root(href: str, doc_path: str) -> bool:
+    """True when the relative ``href`` of the document at ``doc_path`` points above the catalog root.
+
+    Checked as written and percent-decoded (a reader that unquotes ``%2e%2e`` gets ``..``).
+    """
+    if HAS_SCHEME.match(href):
+        return False
+    base = posixpath.dirname(doc_path)
+    for path in {href, unquote(href)}:
+        path = path.split("#", 1)[0].split("?", 1)[0].replace("\\", "/")
+        target = posixpath.normpath(posixpath.join(base, path)) if path else base
+        if target == ".." or target.startswith("../") or target.startswith("/"):
+            return True
+    return False
+
+
+def unsafe_value(value: str, is_href: bool, doc_path: str, local_root: Path) -> str | None:
+    """Why ``value`` (a string of the document at ``doc_path``) must not be published, or ``None``."""
+    if str(local_root) in value:
+        return f"names the local catalog path {local_root}"
+    if LOCAL_PATH_VALUE.search(value):
+        return "names a local path"
+    return _unsafe_href(value, doc_path) if is_href else None
+
+
+def _unsafe_href(href: str, doc_path: str) -> str | None:
+    if UNSAFE_HREF.search(href):
+        return "is a local path or carries credentials"
+    if escapes_root(href, doc_path):
+        return "leads outside the catalog root"
+    return None
+
+
+def _show(value: str, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def check_json_document(doc: Any, doc_path: str, where: str, local_root: Path) -> None:
+    """Refuse a parsed JSON document in which any string :func:`unsafe_value` objects to."""
+    strings, hrefs = _strings(doc)
+    for href in hrefs:
+        why = unsafe_value(href, True, doc_path, local_root)
+        if why is not None:
+            raise PublishError(where, f"href {_show(href)} {why}: refusing to publish it")
+    # Every other string: a quick look at all at once; one by one only when it flags something.
+    if _may_name_local_paths(strings, local_root):
+        for value in strings:
+            why = unsafe_value(value, False, doc_path, local_root)
+            if why is not None:
+                raise PublishError(where, f"value {_show(value)} {why}: refusing to publish it")
 
 
 def check_publishable(entry: ManifestEntry, data: bytes, local_root: Path) -> None:
-    """Refuse documents whose hrefs name a local path or carry credentials.
+    """Refuse documents that name a local path, carry credentials or link out of the catalog.
 
-    Raises :class:`PublishError` naming the local file (``local_root / entry.path``) and the href.
+    JSON is checked as parsed data (every string, keys included), so escapes cannot hide a
+    value; a Parquet index by its hrefs and the collection JSON in its metadata. Raises
+    :class:`PublishError` naming the local file (``local_root / entry.path``) and the value.
     """
     where = str(local_root / entry.path)
-    if entry.media_type in JSON_TYPES or entry.path.endswith(".json"):
-        text = data.decode("utf-8", errors="replace")
-        if str(local_root) in text:
-            raise PublishError(where, f"contains the local catalog path {local_root}: refusing to publish it")
+    if _is_json(entry):
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PublishError(where, f"is not valid JSON ({exc})") from None
-        for href in _hrefs(doc):
-            if UNSAFE_HREF.search(href):
-                raise PublishError(where, f"href {href!r} is a local path or carries credentials: "
-                                               "refusing to publish it")
-    elif entry.path.endswith(".parquet") and entry.path != MANIFEST:
-        for href in _parquet_unsafe_hrefs(data, where):
-            raise PublishError(where, f"index href {href!r} is a local path or carries credentials: "
-                                           "refusing to publish it")
+            doc = loads_bounded(data, MAX_JSON_DEPTH)
+        except ValueError as exc:
+            raise PublishError(where, f"is not a JSON document that can be checked: {exc}") from None
+        check_json_document(doc, entry.path, where, local_root)
+    elif _is_index(entry):
+        for href in _parquet_unsafe_hrefs(data, entry.path, where, local_root):
+            raise PublishError(where, f"index href {_show(href)} is a local path, carries credentials "
+                                      "or leads outside the catalog root: refusing to publish it")
+
+
+def _is_json(entry: ManifestEntry) -> bool:
+    return entry.media_type in JSON_TYPES or entry.path.endswith(".json")
+
+
+def _is_index(entry: ManifestEntry) -> bool:
+    return entry.path.endswith(".parquet") and entry.path != MANIFEST
+
+
+def check_catalog(root: Path, entries: list[ManifestEntry]) -> None:
+    """Read, verify and check every document of the catalog: the step before the first upload.
+
+    Each JSON document and Parquet index is read once here, checked against the manifest's size
+    and sha256 and scanned by :func:`check_publishable`; the upload reads it again and checks
+    the same sha256, so what is uploaded is what was scanned.
+    """
+    documents = [e for e in entries if _is_json(e) or _is_index(e)]
+    log.info("checking %d documents before the first upload", len(documents))
+    for entry in documents:
+        if _is_json(entry) and entry.size > MAX_JSON_BYTES:
+            raise PublishError(str(root / entry.path), f"is {entry.size:,} bytes, more than the "
+                                                       f"{MAX_JSON_BYTES:,} a STAC document may be")
+        check_publishable(entry, read_verified(root, entry), root)
 
 
 def _href_arrays(table: pa.Table) -> Iterator[pa.Array]:
@@ -230,17 +370,32 @@ def _href_arrays(table: pa.Table) -> Iterator[pa.Array]:
             yield pc.struct_field(links, "href")
 
 
-def _parquet_unsafe_hrefs(data: bytes, where: str) -> Iterator[str]:
+def _parquet_unsafe_hrefs(data: bytes, doc_path: str, where: str, local_root: Path) -> Iterator[str]:
     try:
         schema = pq.read_schema(pa.BufferReader(data))
         columns = [c for c in ("assets", "links") if c in schema.names]
         table = pq.read_table(pa.BufferReader(data), columns=columns)
     except pa.ArrowException as exc:
         raise PublishError(where, f"is not a readable Parquet file ({exc})") from None
+    # The collections stac-geoparquet keeps in the file's metadata are JSON documents too.
+    for key, value in (schema.metadata or {}).items():
+        if key == b"stac-geoparquet":
+            try:
+                meta = loads_bounded(value, MAX_JSON_DEPTH)
+            except ValueError as exc:
+                raise PublishError(where, f"its stac-geoparquet metadata cannot be checked: {exc}") from None
+            check_json_document(meta, doc_path, where, local_root)
     for hrefs in _href_arrays(table):
-        bad = pc.match_substring_regex(hrefs, UNSAFE_HREF.pattern, ignore_case=True)
+        bad = pc.or_(pc.match_substring_regex(hrefs, UNSAFE_HREF.pattern, ignore_case=True),
+                     pc.match_substring(hrefs, str(local_root)))
         if pc.any(bad).as_py():
             yield pc.filter(hrefs, bad)[0].as_py()
+        # Relative hrefs with a ".." segment or a "%": checked one by one (index hrefs start
+        # with "../", so this is every asset href of an index: a few microseconds each).
+        climbing = pc.filter(hrefs, pc.match_substring_regex(hrefs, r"(^|/)\.\.(/|$)|%"))
+        for href in climbing.to_pylist():
+            if href is not None and escapes_root(href, doc_path):
+                yield href
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +441,8 @@ class _Publisher:
         if entry.path in self.existing and _matches(self.store.head(entry.path), entry):
             log.debug("%s already published", entry.path)
             return False
+        # Same sha256 as the bytes check_catalog scanned before the first upload.
         data = read_verified(self.root, entry)
-        check_publishable(entry, data, self.root)
         self.store.write(entry.path, data, entry.media_type)
         head = self.store.head(entry.path)
         if not _matches(head, entry):
@@ -339,6 +494,7 @@ def publish(local_root: str | Path, dest: str, settings: StorageSettings | None 
     store = S3Store(dest, settings)
     entries = load_manifest(root)
     check_local_sizes(root, entries)
+    check_catalog(root, entries)  # nothing is uploaded unless every document may be published
     report = PublishReport(url=store.url, objects=len(entries))
     started = time.perf_counter()
     try:
@@ -355,4 +511,14 @@ def publish(local_root: str | Path, dest: str, settings: StorageSettings | None 
     return report
 
 
-__all__ = ["PublishError", "PublishOptions", "PublishReport", "check_publishable", "load_manifest", "publish"]
+__all__ = [
+    "PublishError",
+    "PublishOptions",
+    "PublishReport",
+    "check_catalog",
+    "check_publishable",
+    "escapes_root",
+    "load_manifest",
+    "publish",
+    "unsafe_value",
+]

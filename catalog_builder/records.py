@@ -72,15 +72,24 @@ class SourceProblem:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.pair}: {self.file}: {self.problem}"
+        return f"{_printable(self.pair)}: {_printable(self.file)}: {_printable(self.problem)}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a raw name holding a newline must not be able
+    to forge lines of a build report."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class SourceError(Exception):
     """Raised by a release reader for a pair it cannot read; carries a :class:`SourceProblem`."""
 
-    def __init__(self, pair: str, file: str, problem: str) -> None:
+    def __init__(self, pair: str, file: str, problem: str, partner: str | None = None) -> None:
         self.record = SourceProblem(pair, file, problem)
+        self.partner = partner
+        """S2 name of the pair when the reader knew it before failing: that S2 patch is then
+        accounted for by this problem and is not reported again as one without a partner."""
         super().__init__(str(self.record))
 
-    def __reduce__(self):
-        return (SourceError, (self.record.pair, self.record.file, self.record.problem))
+    def __reduce__(self) -> tuple[object, ...]:
+        return (SourceError, (self.record.pair, self.record.file, self.record.problem, self.partner))

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bigearth_devtools.faultproxy import FaultPlan, FaultProxy
 from click.testing import CliRunner
 
-from bigearth_devtools.faultproxy import FaultPlan, FaultProxy
 from catalog_builder.cli import main
 from catalog_builder.publish import PublishError, PublishOptions, load_manifest, publish
 from catalog_builder.store import MANIFEST, STAGE_COG, STAGE_ITEM, STAGE_ROOT, ManifestEntry

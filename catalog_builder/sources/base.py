@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from rasterio.errors import RasterioIOError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.io import MemoryFile
 
 from bigearth_stac.vocab import BANDS
@@ -25,7 +25,8 @@ class ReleaseSource(Protocol):
         ...
 
     def read_pair(self, unit: str) -> PairRecord:
-        """Parse the metadata of one pair; raises :class:`SourceError` naming the file at fault."""
+        """Parse the metadata of one pair; raises :class:`SourceError` naming the file at fault
+        (and, in ``SourceError.partner``, the pair's S2 name whenever it was known)."""
         ...
 
     def read_pixels(self, pair: PairRecord) -> dict[str, np.ndarray]:
@@ -36,6 +37,25 @@ class ReleaseSource(Protocol):
         """(location, problem) for patches no unit named as a partner (``partners``: the names
         the built units reported), which therefore build nothing."""
         ...
+
+
+BAND_PIXEL_FACTOR = 4
+"""A band file may hold up to this many times its pixel bytes (tile padding: a 120 px patch in
+a 256 px tile is 4.6x; an uncompressed raw v1 band is 1x plus a header of a few hundred bytes)."""
+BAND_HEADER_ALLOWANCE = 256 * 2**10
+"""Bytes a band file may hold on top of its pixels: TIFF header, tags and GDAL metadata, and
+the padding of a small patch (20 px) in a 256 px tile."""
+
+
+def band_byte_limit(band: str) -> int:
+    """The most bytes a raw file of ``band`` can legitimately be (from its size and dtype).
+
+    About 370 KB for a 10 m uint16 band, 490 KB for an S1 float32 band: a file larger than this
+    is refused before it is read, so a huge (or sparse) file cannot exhaust a worker's memory.
+    """
+    spec = BANDS[band]
+    pixel_bytes = spec.size * spec.size * np.dtype(spec.dtype).itemsize
+    return BAND_PIXEL_FACTOR * pixel_bytes + BAND_HEADER_ALLOWANCE
 
 
 def decode_band(data: bytes, band: str, pair: str, where: str, epsg: int, origin: tuple[float, float]) -> np.ndarray:
@@ -67,7 +87,7 @@ def decode_band(data: bytes, band: str, pair: str, where: str, epsg: int, origin
             if abs(t.a - spec.resolution) > 1e-6 or abs(t.e + spec.resolution) > 1e-6:
                 raise SourceError(pair, where, f"pixel size ({t.a}, {t.e}) is not {spec.resolution} m")
             return src.read(1)
-    except RasterioIOError as exc:
+    except (RasterioError, CRSError) as exc:  # unreadable file, or a CRS that PROJ cannot read
         raise SourceError(pair, where, f"not a readable GeoTIFF ({exc})") from None
 
 
@@ -87,4 +107,4 @@ def open_source(
     raise ValueError(f"unknown release {release!r}; this version reads 'v1'")
 
 
-__all__ = ["PairRecord", "ReleaseSource", "decode_band", "open_source"]
+__all__ = ["PairRecord", "ReleaseSource", "band_byte_limit", "decode_band", "open_source"]

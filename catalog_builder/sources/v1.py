@@ -3,11 +3,15 @@
 Real quirks handled here: the S1 JSON calls the lower-right y ``lly``; names do not always hold
 a well-formed time (``S2B_MSIL2A_20170924T93020_69_24``), so time comes from the JSON; S1 and S2
 of a pair are acquired on different days.
+
+Raw folders are untrusted input: names must match the patch-name patterns in full (ASCII, no
+trailing newline) before they become ids and output folder names; every file is read with a
+size cap (metadata: :data:`MAX_METADATA_BYTES`, bands: :func:`band_byte_limit`), JSON with a
+cap on nesting, and any of these failures is a :class:`SourceError` naming the file.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import datetime, timezone
@@ -15,19 +19,31 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from rasterio.crs import CRS
 
 from bigearth_stac.vocab import LABELS_43, RELEASE_V1, S1_BAND_NAMES, S2_BAND_NAMES, to_19
-from catalog_builder.rawio import RawReader
+from catalog_builder.rawio import RawInputError, RawReader, loads_bounded
 from catalog_builder.records import PairRecord, PatchRecord, SourceError
-from catalog_builder.sources.base import decode_band
+from catalog_builder.sources.base import band_byte_limit, decode_band
 from catalog_builder.tables import OfficialTables, load_tables
 
 log = logging.getLogger(__name__)
 
-S2_NAME = re.compile(r"^S2[AB]_MSIL2A_\d{8}T\d{4,6}_\d+_\d+$")
-S1_NAME = re.compile(r"^S1[AB]_IW_GRDH_1SDV_\d{8}T\d{6}_(\d{2}[C-X][A-Z]{2})_\d+_\d+$")
-TILE_IN_PRODUCT = re.compile(r"_T(\d{2}[C-X][A-Z]{2})_")
+# Patch names become item ids and output folder names: always matched with ``fullmatch``
+# (``$`` would accept a trailing newline) and ASCII-only (``\d`` would accept any Unicode digit).
+S2_NAME = re.compile(r"S2[AB]_MSIL2A_\d{8}T\d{4,6}_\d+_\d+", re.ASCII)
+S1_NAME = re.compile(r"S1[AB]_IW_GRDH_1SDV_\d{8}T\d{6}_(\d{2}[C-X][A-Z]{2})_\d+_\d+", re.ASCII)
+TILE_IN_PRODUCT = re.compile(r"_T(\d{2}[C-X][A-Z]{2})_", re.ASCII)
+MAX_METADATA_BYTES = 2**20
+"""A ``*_labels_metadata.json`` is about 1 KB; a larger one than 1 MiB is refused unread."""
+MAX_METADATA_DEPTH = 16
+"""Nesting a metadata JSON may have (the real ones have 2)."""
+MAX_WKT_CHARS = 8192
+"""Longest ``projection`` WKT parsed (the real ones are about 600 characters); also bounds the
+memory of :func:`epsg_of`'s cache."""
+MAX_UNKNOWN_LABELS_NAMED = 5
+"""Unknown labels a problem names, each with its closest valid names (the rest are counted)."""
 _LABEL_ORDER = {name: i for i, name in enumerate(LABELS_43)}
 
 
@@ -40,10 +56,33 @@ def epsg_of(wkt: str) -> int | None:
         return None
 
 
+def short(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: hostile input must not make a huge report."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def read_capped(reader: RawReader, name: str, pair: str, what: str, max_bytes: int) -> bytes:
+    """``reader.read(name, max_bytes)``; a missing, oversized or refused file is a :class:`SourceError`.
+
+    Errors of the store itself (a network failure after retries) are not the pair's fault and
+    pass through unchanged.
+    """
+    where = reader.describe(name)
+    try:
+        return reader.read(name, max_bytes)
+    except FileNotFoundError:
+        raise SourceError(pair, where, f"{what} is missing") from None
+    except RawInputError as exc:
+        raise SourceError(pair, where, f"{what} {exc}") from None
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise SourceError(pair, where, f"{what} cannot be read ({exc.strerror})") from None
+
+
 def parse_time(value: Any) -> datetime:
     """``2017-06-17 11:33:21`` (S2) or ``2017-06-13T16:50:43`` (S1), UTC."""
     if not isinstance(value, str):
-        raise ValueError(f"not a string: {value!r}")
+        raise ValueError(f"not a string: {short(value)}")
     return datetime.fromisoformat(value.strip().replace(" ", "T")).replace(tzinfo=timezone.utc)
 
 
@@ -93,14 +132,11 @@ class V1Source:
 
     def _json(self, reader: RawReader, folder: str, pair: str) -> tuple[dict[str, Any], str]:
         name = f"{folder}/{folder}_labels_metadata.json"
+        raw = read_capped(reader, name, pair, "metadata JSON", MAX_METADATA_BYTES)
         try:
-            raw = reader.read(name)
-        except FileNotFoundError:
-            raise SourceError(pair, reader.describe(name), "metadata JSON is missing") from None
-        try:
-            doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SourceError(pair, reader.describe(name), f"malformed JSON ({exc})") from None
+            doc = loads_bounded(raw, MAX_METADATA_DEPTH)
+        except ValueError as exc:
+            raise SourceError(pair, reader.describe(name), str(exc)) from None
         if not isinstance(doc, dict):
             raise SourceError(pair, reader.describe(name), "metadata JSON is not an object")
         return doc, name
@@ -108,18 +144,21 @@ class V1Source:
     def _labels(self, doc: dict[str, Any], pair: str, where: str) -> tuple[str, ...]:
         labels = doc.get("labels")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-            raise SourceError(pair, where, f"'labels' must be a non-empty list of names, got {labels!r}")
-        unknown = [x for x in labels if x not in _LABEL_ORDER]
+            raise SourceError(pair, where, f"'labels' must be a non-empty list of names, got {short(labels)}")
+        unknown = list(dict.fromkeys(x for x in labels if x not in _LABEL_ORDER))
         if unknown:
             from bigearth_stac.vocab import closest
 
-            hints = {u: closest(u, LABELS_43) for u in unknown}
-            detail = "; ".join(f"{u!r} (closest: {', '.join(h) or 'none'})" for u, h in hints.items())
+            named = unknown[:MAX_UNKNOWN_LABELS_NAMED]
+            detail = "; ".join(f"{short(u)} (closest: {', '.join(closest(u, LABELS_43)) or 'none'})" for u in named)
+            if len(unknown) > len(named):
+                detail += f"; and {len(unknown) - len(named)} more"
             raise SourceError(pair, where, f"unknown CLC Level-3 label(s): {detail}")
         return tuple(sorted(set(labels), key=_LABEL_ORDER.__getitem__))
 
-    def _patch(self, reader: RawReader, folder: str, modality: str, pair: str) -> PatchRecord:
-        doc, name = self._json(reader, folder, pair)
+    def _patch(self, reader: RawReader, folder: str, modality: str, pair: str,
+               parsed: tuple[dict[str, Any], str] | None = None) -> PatchRecord:
+        doc, name = parsed if parsed is not None else self._json(reader, folder, pair)
         where = reader.describe(name)
         coords = doc.get("coordinates")
         lr_y_key = "lly" if modality == "s1" else "lry"
@@ -129,8 +168,8 @@ class V1Source:
         lry = coords.get(lr_y_key, coords.get("lry" if lr_y_key == "lly" else "lly"))
         try:
             bounds = (float(coords["ulx"]), float(coords["uly"]), float(coords["lrx"]), float(lry))  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError):
-            raise SourceError(pair, where, f"'coordinates' needs ulx, uly, lrx, {lr_y_key}: got {coords!r}") from None
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise SourceError(pair, where, f"'coordinates' needs ulx, uly, lrx, {lr_y_key}: got {short(coords)}") from None
         if not (bounds[2] - bounds[0] == 1200 and bounds[1] - bounds[3] == 1200):
             raise SourceError(pair, where, f"coordinates {bounds} do not span 1200 m x 1200 m")
         time_key = "acquisition_time" if modality == "s1" else "acquisition_date"
@@ -138,7 +177,8 @@ class V1Source:
             when = parse_time(doc.get(time_key))
         except ValueError as exc:
             raise SourceError(pair, where, f"bad '{time_key}': {exc}") from None
-        epsg = epsg_of(str(doc.get("projection", "")))
+        wkt = doc.get("projection")
+        epsg = epsg_of(wkt) if isinstance(wkt, str) and len(wkt) <= MAX_WKT_CHARS else None
         if epsg is None:
             raise SourceError(pair, where, "'projection' is not a WKT with an EPSG code")
         bands = S1_BAND_NAMES if modality == "s1" else S2_BAND_NAMES
@@ -155,20 +195,46 @@ class V1Source:
             metadata_file=name,
         )
 
+    def _tables_partner(self, s1_name: str) -> str | None:
+        """The S2 partner the official tables give ``s1_name``, if they list it."""
+        table = self.tables.table
+        hits = table.filter(pc.equal(table.column("s1_name"), s1_name)).column("s2_name")
+        return str(hits[0]) if len(hits) else None
+
     def read_pair(self, unit: str) -> PairRecord:
+        """The pair of the S1 folder ``unit``.
+
+        A :class:`SourceError` carries the S2 partner's name whenever it is known (from the S1
+        JSON, else from the official tables), so the build does not report that S2 patch a
+        second time as one without a partner.
+        """
         s1_name = unit
-        m = S1_NAME.match(s1_name)
+        m = S1_NAME.fullmatch(s1_name)
         if not m:
-            raise SourceError(s1_name, self.s1.describe(s1_name), "folder name is not a v1 S1 patch name")
-        s1 = self._patch(self.s1, s1_name, "s1", s1_name)
-        doc, name = self._json(self.s1, s1_name, s1_name)
-        s2_name = doc.get("corresponding_s2_patch")
-        if not isinstance(s2_name, str) or not S2_NAME.match(s2_name):
-            raise SourceError(s1_name, self.s1.describe(name), f"'corresponding_s2_patch' is not an S2 patch name: {s2_name!r}")
+            raise SourceError(s1_name, self.s1.describe(s1_name), f"folder name {short(s1_name)} is not a v1 S1 patch name")
+        s2_name: str | None = None
+        try:
+            doc, name = self._json(self.s1, s1_name, s1_name)
+            named = doc.get("corresponding_s2_patch")
+            if not isinstance(named, str) or not S2_NAME.fullmatch(named):
+                raise SourceError(s1_name, self.s1.describe(name),
+                                  f"'corresponding_s2_patch' is not an S2 patch name: {short(named)}")
+            s2_name = named
+            return self._pair(s1_name, s2_name, m.group(1), (doc, name))
+        except SourceError as exc:
+            if exc.partner is None:
+                exc.partner = s2_name if s2_name is not None else self._tables_partner(s1_name)
+            raise
+
+    def _pair(self, s1_name: str, s2_name: str, s1_tile: str, s1_doc: tuple[dict[str, Any], str]) -> PairRecord:
+        s1 = self._patch(self.s1, s1_name, "s1", s1_name, s1_doc)
+        name = s1_doc[1]
         try:
             self.s2.listdir(s2_name)
         except FileNotFoundError:
             raise SourceError(s2_name, self.s2.describe(s2_name), f"S2 partner of {s1_name} is missing") from None
+        except (RawInputError, NotADirectoryError, PermissionError) as exc:
+            raise SourceError(s2_name, self.s2.describe(s2_name), f"S2 partner folder cannot be listed ({exc})") from None
         s2 = self._patch(self.s2, s2_name, "s2", s2_name)
         if s1.epsg != s2.epsg or s1.bounds != s2.bounds:
             raise SourceError(
@@ -179,7 +245,7 @@ class V1Source:
         if facts.s1_name is not None and facts.s1_name != s1_name:
             raise SourceError(s2_name, self.s1.describe(name), f"official tables pair {s2_name} with {facts.s1_name}, not {s1_name}")
         tm = TILE_IN_PRODUCT.search(s2.source_product)
-        tile = tm.group(1) if tm else m.group(1)
+        tile = tm.group(1) if tm else s1_tile
         labels = s2.labels_43
         return PairRecord(
             s2=s2,
@@ -202,10 +268,6 @@ class V1Source:
         for patch, reader in ((pair.s2, self.s2), (pair.s1, self.s1)):
             origin = (patch.bounds[0], patch.bounds[1])
             for band, name in patch.band_files.items():
-                where = reader.describe(name)
-                try:
-                    data = reader.read(name)
-                except FileNotFoundError:
-                    raise SourceError(patch.id, where, f"band {band} is missing") from None
-                out[band] = decode_band(data, band, patch.id, where, patch.epsg, origin)
+                data = read_capped(reader, name, patch.id, f"band {band}", band_byte_limit(band))
+                out[band] = decode_band(data, band, patch.id, reader.describe(name), patch.epsg, origin)
         return out
