@@ -22,6 +22,9 @@ _LAZY = {
     "HrefError": "bigearth_stac.hrefs",
     "CatalogError": "bigearth_stac.catalog",
     "QueryError": "bigearth_stac._predicates",
+    "LabelQueryError": "bigearth_stac._predicates",
+    "UnsupportedOperator": "bigearth_stac.cql2sql",
+    "SearchQuery": "bigearth_stac.search",
     "UnknownLabelError": "bigearth_stac.vocab",
 }
 
@@ -36,4 +39,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["Catalog", "SearchResult", "BigEarthNetStream", "SampleError", "to_xarray", "mosaic", "Fetcher",
            "FetchError", "StorageSettings", "Scope", "HrefError", "CatalogError", "QueryError",
-           "UnknownLabelError", "StreamOptions", "DecodeError", "ShapeMismatchError"]
+           "UnknownLabelError", "StreamOptions", "DecodeError", "ShapeMismatchError",
+           "LabelQueryError", "UnsupportedOperator", "SearchQuery"]

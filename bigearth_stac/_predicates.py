@@ -14,9 +14,12 @@ intersects but is not inside the query rectangle.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import re
+import reprlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -25,15 +28,83 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
+import shapely.errors
 import shapely.geometry
 
-from bigearth_stac.vocab import PREFIX
+from bigearth_stac.vocab import PREFIX, UnknownLabelError
 
 INTERSECTS_UDF = "bes_intersects"
+
+INT64_MAX = 2**63 - 1
+"""The largest integer DuckDB and Arrow take as a BIGINT (limits, offsets, integer literals)."""
+
+MAX_JSON_DEPTH = 32
+"""How deeply lists and objects may nest in a CQL2 JSON filter or a GeoJSON geometry. A boolean
+expression adds two levels per operator (the object and its ``args``), a MultiPolygon five:
+32 leaves room for any filter a person writes while keeping ``cql2``'s validation (whose cost
+grows steeply with depth) well under a second and a few hundred MB."""
+
+MAX_JSON_NODES = 500_000
+"""How many values (objects, lists, strings, numbers...) a JSON filter or geometry may hold."""
 
 
 class QueryError(ValueError):
     """A search parameter or filter that cannot be answered; the message says what is allowed."""
+
+
+class LabelQueryError(QueryError, UnknownLabelError):
+    """An unknown class name in a search: both a :class:`QueryError` and an
+    :class:`~bigearth_stac.vocab.UnknownLabelError`, so either ``except`` catches it."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = 80
+_REPR.maxother = 80
+_REPR.maxlevel = 6
+
+
+def excerpt(value: Any) -> str:
+    """A short ``repr`` of a user's value for an error message, safe on huge or deep values."""
+    return _REPR.repr(value)
+
+
+def check_json_shape(value: Any, what: str, max_depth: int = MAX_JSON_DEPTH,
+                     max_nodes: int = MAX_JSON_NODES) -> None:
+    """Raise :class:`QueryError` if ``value`` nests lists / objects deeper than ``max_depth``,
+    holds more than ``max_nodes`` values, or a number that JSON cannot hold (NaN, infinity).
+
+    Iterative, so a value of any depth (or one that contains itself) is refused without
+    recursion, before a recursive consumer (``json``, ``cql2``, shapely, the translator) sees it.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > max_nodes:
+            raise QueryError(f"{what} is too large: more than {max_nodes:,} values (the limit)")
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise QueryError(f"{what} holds {item}, which is not a finite number: {excerpt(value)}")
+            continue
+        if depth >= max_depth:
+            raise QueryError(f"{what} nests lists and objects more than {max_depth} levels deep "
+                             f"(the limit): {excerpt(value)}")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def as_int(value: Any, what: str, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """``value`` as an ``int`` in ``[minimum, maximum]``; raises :class:`QueryError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise QueryError(f"{what} must be an integer, got {excerpt(value)} ({type(value).__name__})")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise QueryError(f"{what} must be an integer from {minimum:,} to {maximum:,}, got {number:,}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -97,6 +168,8 @@ class Column:
     name: str
     kind: str
     """``string``, ``number``, ``bool``, ``timestamp``, ``list`` or ``geometry``."""
+    element: str | None = None
+    """For a ``list``: the kind of its elements (``string``, ``number``...); ``None`` otherwise."""
 
     @property
     def sql(self) -> str:
@@ -136,13 +209,16 @@ class Columns:
             kind = _kind(f.type)
             if f.name in _NOT_QUERYABLE or kind is None:
                 continue
-            self.by_name[f.name] = Column(f.name, kind)
+            element = _kind(f.type.value_type) if kind == "list" else None
+            self.by_name[f.name] = Column(f.name, kind, element)
         self.aliases = {n.split(":", 1)[1]: n for n in self.by_name if n.startswith(f"{PREFIX}:")}
 
     def names(self) -> list[str]:
         return sorted(self.by_name)
 
     def get(self, name: str) -> Column:
+        if not isinstance(name, str):
+            raise QueryError(f"a property name must be a string, got {excerpt(name)}")
         full = self.aliases.get(name, name)
         if full in self.by_name:
             return self.by_name[full]
@@ -150,7 +226,7 @@ class Columns:
 
         hint = closest(name, list(self.by_name) + list(self.aliases))
         did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-        raise QueryError(f"unknown property {name!r}.{did} Queryable properties: {', '.join(self.names())} "
+        raise QueryError(f"unknown property {excerpt(name)}.{did} Queryable properties: {', '.join(self.names())} "
                          f"(the bigearthnet: prefix may be left out)")
 
 
@@ -177,21 +253,38 @@ def parse_bbox(value: Any) -> tuple[float, float, float, float]:
     return w, s, e, n
 
 
+GEOMETRY_HELP = ("give a GeoJSON geometry dict (Point, LineString, Polygon, Multi*, GeometryCollection) "
+                 "or a shapely geometry, with finite longitude, latitude coordinates")
+
+
 def parse_geometry(value: Any) -> shapely.Geometry:
-    """A shapely geometry from GeoJSON (a dict or its ``__geo_interface__``) or a shapely object."""
+    """A shapely geometry from GeoJSON (a dict or its ``__geo_interface__``) or a shapely object.
+
+    Refused with :class:`QueryError`: anything that is not a geometry, JSON nested deeper than
+    :data:`MAX_JSON_DEPTH`, empty geometries and coordinates that are NaN or infinite (GEOS
+    cannot compare them). An invalid polygon (self-intersecting...) is repaired with ``make_valid``.
+    """
     if isinstance(value, shapely.Geometry):
         geom = value
     else:
         gi = getattr(value, "__geo_interface__", value)
+        if not isinstance(gi, Mapping):
+            raise QueryError(f"malformed intersects geometry {excerpt(value)}: {GEOMETRY_HELP}")
+        check_json_shape(gi, "intersects geometry")
         try:
             geom = shapely.geometry.shape(gi)
         except Exception as exc:  # shapely raises several types for bad GeoJSON
-            raise QueryError(f"malformed intersects geometry: {exc}. Give a GeoJSON geometry dict "
-                             "(Point, LineString, Polygon, Multi*, GeometryCollection) or a shapely geometry") from None
+            raise QueryError(f"malformed intersects geometry {excerpt(value)}: {exc}; {GEOMETRY_HELP}") from None
+    if not np.isfinite(shapely.get_coordinates(geom)).all():
+        raise QueryError(f"intersects geometry {excerpt(value)} has coordinates that are NaN or infinite; "
+                         f"{GEOMETRY_HELP}")
     if geom.is_empty:
-        raise QueryError("intersects geometry is empty")
+        raise QueryError(f"intersects geometry {excerpt(value)} is empty")
     if not geom.is_valid:
-        geom = shapely.make_valid(geom)
+        try:
+            geom = shapely.make_valid(geom)
+        except shapely.errors.GEOSException as exc:
+            raise QueryError(f"intersects geometry {excerpt(value)} is invalid and cannot be repaired: {exc}") from None
     return geom
 
 
@@ -336,3 +429,11 @@ def time_predicate(interval: tuple[datetime | None, datetime | None], column: st
     if stop is not None:
         parts.append(Predicate(f"{quote(column)} <= ?", (stop,), pc.field(column) <= pa.scalar(stop, ts)))
     return and_(parts)
+
+
+__all__ = [
+    "INT64_MAX", "INTERSECTS_UDF", "MAX_JSON_DEPTH", "MAX_JSON_NODES", "TRUE", "Column", "Columns",
+    "LabelQueryError", "Predicate", "QueryError", "and_", "as_int", "bbox_predicate", "check_json_shape",
+    "excerpt", "intersects", "intersects_udf", "not_", "or_", "parse_bbox", "parse_geometry", "parse_instant",
+    "parse_interval", "quote", "time_predicate",
+]

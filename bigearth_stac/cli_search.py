@@ -41,10 +41,13 @@ def _write_table(result: SearchResult, out: Any) -> None:
 
 @click.command("search")
 @click.argument("catalog")
-@click.option("--label", "labels", multiple=True, help="Class name (repeat for several).")
+@click.option("--label", "labels", multiple=True,
+              help="Class name of either nomenclature, e.g. 'Olive groves' (43) or 'Permanent crops' (19); "
+                   "repeat for several.")
 @click.option("--match", type=click.Choice(["any", "all"]), default="any", show_default=True,
               help="A patch needs any / all of the labels.")
-@click.option("--nomenclature", type=click.Choice(["19", "43"]), default="19", show_default=True)
+@click.option("--nomenclature", type=click.Choice(["19", "43"]), default="19", show_default=True,
+              help="Where a class name of both nomenclatures is searched (the same patches either way).")
 @click.option("--bbox", help="W,S,E,N in degrees.")
 @click.option("--datetime", "datetime_", help="Timestamp, date or interval start/end ('..' open).")
 @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "validation", "test"]))

@@ -14,13 +14,14 @@ you ask for the whole table (``to_arrow()``) or for Python objects (``ids()``, i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
@@ -30,23 +31,37 @@ import pyarrow.dataset as ds
 
 from bigearth_stac import cql2sql
 from bigearth_stac._predicates import (
+    INT64_MAX,
     INTERSECTS_UDF,
     TRUE,
     Columns,
+    LabelQueryError,
     Predicate,
     QueryError,
     and_,
+    as_int,
     bbox_predicate,
+    excerpt,
     intersects,
     intersects_udf,
+    or_,
     parse_bbox,
     parse_geometry,
     parse_interval,
     quote,
     time_predicate,
 )
-from bigearth_stac.samples import join_href, sample_table
-from bigearth_stac.vocab import COUNTRIES, PREFIX, SEASONS, SPLITS, check_label
+from bigearth_stac.contract import LABEL_MASK_COLUMNS
+from bigearth_stac.samples import sample_table
+from bigearth_stac.vocab import (
+    COUNTRIES,
+    PREFIX,
+    SEASONS,
+    SPLITS,
+    UnknownLabelError,
+    closest,
+    resolve_label,
+)
 
 if TYPE_CHECKING:
     import geopandas
@@ -60,6 +75,8 @@ Match = Literal["any", "all"]
 SearchModality = Literal["s2", "s1", "pair"]
 MODALITIES = ("s2", "s1", "pair")
 DEFAULT_BATCH = 65_536
+MAX_BATCH = 1 << 24
+"""Largest ``batch_size`` (16.8 million rows; BigEarthNet v1 has 590,326 S2 patches)."""
 
 
 def P(name: str) -> str:
@@ -90,16 +107,20 @@ ROW_COLUMNS: dict[str, str] = {
 # -----------------------------------------------------------------------------------------------
 
 
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def _as_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (Mapping, bytes)) or not isinstance(value, Iterable):
+        raise QueryError(f"{what} must be a string or a list of strings, got {excerpt(value)}")
+    return list(value)
 
 
 def _choice(values: str | Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
     lowered = {a.lower(): a for a in allowed}
     out = []
-    for v in _as_list(values):
+    for v in _as_list(values, what):
         if not isinstance(v, str) or v.lower() not in lowered:
-            raise QueryError(f"unknown {what} {v!r}; allowed: {', '.join(allowed)}")
+            raise QueryError(f"unknown {what} {excerpt(v)}; allowed: {', '.join(allowed)}")
         out.append(lowered[v.lower()])
     return out
 
@@ -110,10 +131,74 @@ def _isin(column: str, values: list[str]) -> Predicate:
 
 
 def _nomenclature(value: Any) -> Literal["19", "43"]:
-    text = str(value)
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if text not in ("19", "43"):
-        raise QueryError(f"unknown nomenclature {value!r}; allowed: '19', '43'")
+        raise QueryError(f"unknown nomenclature {excerpt(value)}; allowed: '19', '43'")
     return text  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What to search for: every criterion given must hold (AND). Every field is optional.
+
+    :func:`search` and :meth:`Catalog.search <bigearth_stac.catalog.Catalog.search>` build one
+    from their keyword arguments; build one yourself to keep, compare or vary a search
+    (``dataclasses.replace(q, split="test")``). Values are checked when the search is built
+    (:func:`build_query`): a bad one raises :class:`QueryError` naming it and what is allowed.
+    """
+
+    labels: str | Sequence[str] | None = None
+    """Class name or names of either nomenclature, exactly as spelt in ``vocab.LABELS_19`` /
+    ``LABELS_43``. A name of one nomenclature is searched in it (``"Olive groves"``: 43 classes,
+    ``"Permanent crops"``: 19); a name both have (``vocab.SHARED_LABELS``) means the same patches
+    in both. An unknown name raises with the closest names of both."""
+    match: Match = "any"
+    """``"any"``: a patch has at least one of ``labels``; ``"all"``: it has every one (with names
+    of both nomenclatures: all the 19-class ones and all the 43-class ones)."""
+    nomenclature: Literal["19", "43"] | int = "19"
+    """The result's nomenclature (``"19"`` or ``"43"``): where a name of both is searched, and
+    the classes of the loader's multi-hot targets."""
+    bbox: Sequence[float] | str | None = None
+    """``(west, south, east, north)`` or ``"W,S,E,N"`` in degrees (WGS84); west > east crosses
+    the antimeridian. Footprints are tested exactly; one that touches the box counts."""
+    intersects: Mapping[str, Any] | Any | None = None
+    """A GeoJSON geometry (dict), an object with ``__geo_interface__``, or a shapely geometry, in
+    WGS84 with finite coordinates. Footprints are tested exactly; touching counts."""
+    datetime: Any = None
+    """An RFC 3339 timestamp, a date (the whole day), an interval ``"start/end"`` (``..`` for an
+    open end), a ``datetime`` / ``date``, or a ``(start, end)`` pair. Times without a zone are UTC."""
+    split: str | Sequence[str] | None = None
+    """``"train"``, ``"validation"``, ``"test"`` or several (case-insensitive)."""
+    countries: str | Sequence[str] | None = None
+    """Country name(s) as in ``vocab.COUNTRIES`` (case-insensitive)."""
+    seasons: str | Sequence[str] | None = None
+    """``"Spring"``, ``"Summer"``, ``"Fall"``, ``"Winter"`` or several (case-insensitive)."""
+    exclude_snow: bool = False
+    """Drop the patches on the official list of seasonal snow."""
+    exclude_clouds: bool = False
+    """Drop the patches on the official list of clouds and shadow."""
+    modality: SearchModality = "s2"
+    """``"s2"``: rows are S2 items; ``"s1"``: S1 items; ``"pair"``: S2 items whose
+    ``sample_table()`` carries the S1 partner's assets too."""
+    limit: int | None = None
+    """At most this many rows (0 to 2**63 - 1); ``None``: all."""
+    filter: str | Mapping[str, Any] | bool | None = None
+    """A CQL2 filter as text, JSON (a dict or its text) or a boolean (:mod:`bigearth_stac.cql2sql`,
+    which lists the operators and the limits on size and nesting)."""
+
+    def describe(self) -> str:
+        """The fields that differ from their defaults, ``name=value`` (for messages and logs)."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is f.default or (isinstance(value, str) and value == f.default):
+                continue
+            parts.append(f"{f.name}={excerpt(value)}")
+        return ", ".join(parts) or "(no criteria)"
+
+
+SEARCH_PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(SearchQuery))
+"""The keyword arguments :func:`search` takes: the fields of :class:`SearchQuery`."""
 
 
 @dataclass(frozen=True)
@@ -124,64 +209,73 @@ class Query:
     predicate: Predicate
     limit: int | None = None
     nomenclature: Literal["19", "43"] = "19"
-    extras: dict[str, Any] = field(default_factory=dict)
+    options: SearchQuery = field(default_factory=SearchQuery)
+    """The parameters it was built from (named in error messages)."""
 
     @property
     def index_modality(self) -> str:
         return "s1" if self.modality == "s1" else "s2"
 
 
-def build_query(
-    columns: Columns,
-    *,
-    labels: str | Sequence[str] | None = None,
-    match: Match = "any",
-    nomenclature: Literal["19", "43"] | int = "19",
-    bbox: Sequence[float] | str | None = None,
-    intersects: Mapping[str, Any] | Any | None = None,
-    datetime: Any = None,
-    split: str | Sequence[str] | None = None,
-    countries: str | Sequence[str] | None = None,
-    seasons: str | Sequence[str] | None = None,
-    exclude_snow: bool = False,
-    exclude_clouds: bool = False,
-    modality: SearchModality = "s2",
-    limit: int | None = None,
-    filter: str | Mapping[str, Any] | None = None,
-) -> Query:
-    """Validate search parameters and combine them (AND) into one :class:`Query`."""
-    if modality not in MODALITIES:
-        raise QueryError(f"unknown modality {modality!r}; allowed: {', '.join(MODALITIES)}")
-    if match not in ("any", "all"):
-        raise QueryError(f"unknown match {match!r}; allowed: 'any' (a patch has at least one label) "
+def _labels(labels: Any, match: str, prefer: Literal["19", "43"]) -> Predicate:
+    """Names of either nomenclature -> a predicate on the 19- and / or 43-class label columns.
+
+    ``any``: the patch has one of the 19-class names OR one of the 43-class names; ``all``: it
+    has all the 19-class names AND all the 43-class names.
+    """
+    by_column: dict[str, list[str]] = {}
+    for label in _as_list(labels, "labels"):
+        try:
+            nomenclature, name = resolve_label(label, prefer)
+        except UnknownLabelError as exc:
+            raise LabelQueryError(str(exc)) from None
+        names = by_column.setdefault(nomenclature, [])
+        if name not in names:
+            names.append(name)
+    fn = "list_has_any" if match == "any" else "list_has_all"
+    parts = [Predicate(f"{fn}({quote(P('labels_' + n))}, ?::VARCHAR[])", (names,))
+             for n, names in sorted(by_column.items())]
+    if not parts:
+        return TRUE
+    return or_(parts) if match == "any" else and_(parts)
+
+
+def build_query(columns: Columns, options: SearchQuery) -> Query:
+    """Validate a :class:`SearchQuery` and combine its criteria (AND) into one :class:`Query`."""
+    if not isinstance(options, SearchQuery):
+        raise QueryError(f"expected a SearchQuery, got {excerpt(options)}")
+    o = options
+    if not isinstance(o.modality, str) or o.modality not in MODALITIES:
+        raise QueryError(f"unknown modality {excerpt(o.modality)}; allowed: {', '.join(MODALITIES)}")
+    if not isinstance(o.match, str) or o.match not in ("any", "all"):
+        raise QueryError(f"unknown match {excerpt(o.match)}; allowed: 'any' (a patch has at least one label) "
                          "or 'all' (it has every label)")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise QueryError(f"limit must be a non-negative integer or None, got {limit!r}")
-    nomen = _nomenclature(nomenclature)
+    limit = None if o.limit is None else as_int(o.limit, "limit")
+    nomen = _nomenclature(o.nomenclature)
+    for name in ("exclude_snow", "exclude_clouds"):
+        if not isinstance(getattr(o, name), bool):
+            raise QueryError(f"{name} must be True or False, got {excerpt(getattr(o, name))}")
     parts: list[Predicate] = []
-    if labels is not None:
-        names = [check_label(n, nomen) for n in _as_list(labels)]
-        if names:
-            fn = "list_has_any" if match == "any" else "list_has_all"
-            parts.append(Predicate(f"{fn}({quote(P('labels_' + nomen))}, ?)", (names,)))
-    if bbox is not None:
-        parts.append(bbox_predicate(parse_bbox(bbox)))
-    if intersects is not None:
-        parts.append(_intersects(intersects))
-    if datetime is not None:
-        parts.append(time_predicate(parse_interval(datetime)))
-    if split is not None:
-        parts.append(_isin(P("split"), _choice(split, SPLITS, "split")))
-    if countries is not None:
-        parts.append(_isin(P("country"), _choice(countries, COUNTRIES, "country")))
-    if seasons is not None:
-        parts.append(_isin(P("season"), _choice(seasons, SEASONS, "season")))
-    for flag, on in ((P("seasonal_snow"), exclude_snow), (P("cloud_or_shadow"), exclude_clouds)):
+    if o.labels is not None:
+        parts.append(_labels(o.labels, o.match, nomen))
+    if o.bbox is not None:
+        parts.append(bbox_predicate(parse_bbox(o.bbox)))
+    if o.intersects is not None:
+        parts.append(_intersects(o.intersects))
+    if o.datetime is not None:
+        parts.append(time_predicate(parse_interval(o.datetime)))
+    if o.split is not None:
+        parts.append(_isin(P("split"), _choice(o.split, SPLITS, "split")))
+    if o.countries is not None:
+        parts.append(_isin(P("country"), _choice(o.countries, COUNTRIES, "country")))
+    if o.seasons is not None:
+        parts.append(_isin(P("season"), _choice(o.seasons, SEASONS, "season")))
+    for flag, on in ((P("seasonal_snow"), o.exclude_snow), (P("cloud_or_shadow"), o.exclude_clouds)):
         if on:
             parts.append(Predicate(f"({quote(flag)} = false)", (), pc.field(flag) == False))  # noqa: E712
-    if filter is not None:
-        parts.append(cql2sql.translate(filter, columns))
-    return Query(modality, and_(parts) if parts else TRUE, limit, nomen)
+    if o.filter is not None:
+        parts.append(cql2sql.translate(o.filter, columns))
+    return Query(o.modality, and_(parts), limit, nomen, o)
 
 
 def _intersects(value: Any) -> Predicate:
@@ -200,6 +294,24 @@ def connect() -> duckdb.DuckDBPyConnection:
     con.create_function(INTERSECTS_UDF, intersects_udf, ["BLOB", "BLOB"], "BOOLEAN", type="arrow",  # type: ignore[call-overload]
                         side_effects=False)
     return con
+
+
+#: DuckDB errors that say the query cannot be answered as asked (binding, types, conversions),
+#: as opposed to I/O, memory or interruption, which pass through unchanged.
+_QUERY_ERRORS = (duckdb.ProgrammingError, duckdb.DataError, duckdb.NotSupportedError)
+
+
+@contextlib.contextmanager
+def _answering(query: Query) -> Iterator[None]:
+    """Turn a DuckDB error about the query into a :class:`QueryError` naming its parameters.
+
+    The translator checks every operand against the column kinds first; this is the last line
+    of defence, so that no search input reaches the user as a raw DuckDB exception.
+    """
+    try:
+        yield
+    except _QUERY_ERRORS as exc:
+        raise QueryError(f"the search {query.options.describe()} cannot be answered: {exc}") from exc
 
 
 _BASE: dict[int, duckdb.DuckDBPyConnection] = {}
@@ -297,11 +409,19 @@ class SearchResult:
         text, params = self.sql(select)
         if size is not None:
             text = f"SELECT * FROM ({text}) LIMIT {int(size)} OFFSET {int(offset or 0)}"
-        return self.view.con.sql(text, params=list(params))
+        with _answering(self.query):
+            return self.view.con.sql(text, params=list(params))
+
+    def _stream(self, select: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Record batches of the result projected to ``select``, as DuckDB produces them."""
+        with _answering(self.query):
+            yield from self._relation(select).to_arrow_reader(batch_size)
 
     def _columns(self, columns: Sequence[str] | None) -> str:
         if columns is None:
             return "*"
+        if isinstance(columns, str):
+            columns = [columns]
         cols = Columns(self.index.schema)
         out = []
         for c in columns:
@@ -319,7 +439,8 @@ class SearchResult:
     def __len__(self) -> int:
         if self._len is None:
             text, params = self.sql("1")
-            row = self.view.con.sql(f"SELECT count(*) FROM ({text})", params=list(params)).fetchall()
+            with _answering(self.query):
+                row = self.view.con.sql(f"SELECT count(*) FROM ({text})", params=list(params)).fetchall()
             self._len = int(row[0][0])
         return self._len
 
@@ -329,26 +450,33 @@ class SearchResult:
 
     # -- Arrow -------------------------------------------------------------------------------------
     def batches(self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH) -> Iterator[pa.RecordBatch]:
-        """Stream the result as record batches (bounded memory), index column names and types."""
-        reader = self._relation(self._columns(columns)).to_arrow_reader(batch_size)
-        for batch in reader:
+        """Stream the result as record batches (bounded memory), index column names and types.
+
+        ``batch_size`` (1 to :data:`MAX_BATCH` rows) is approximate: DuckDB may cut batches smaller.
+        """
+        size = as_int(batch_size, "batch_size", 1, MAX_BATCH)
+        select = self._columns(columns)
+        for batch in self._stream(select, size):
             yield from self._conform(pa.Table.from_batches([batch])).to_batches()
 
     def to_arrow(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole result as one Arrow table (all index columns unless ``columns`` names some)."""
-        return self._conform(self._relation(self._columns(columns)).to_arrow_table())
+        relation = self._relation(self._columns(columns))
+        with _answering(self.query):
+            return self._conform(relation.to_arrow_table())
 
     def ids(self) -> list[str]:
         """Ids of the matching items."""
-        return self._relation("id").to_arrow_table().column("id").to_pylist()
+        relation = self._relation("id")
+        with _answering(self.query):
+            return relation.to_arrow_table().column("id").to_pylist()
 
     def pages(self, size: int = 1000, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
         """Tables of ``size`` rows (the last may be shorter), streamed."""
-        if size <= 0:
-            raise QueryError(f"page size must be positive, got {size}")
+        size = as_int(size, "page size", 1)
         pending: list[pa.RecordBatch] = []
         held = 0
-        for batch in self.batches(columns, batch_size=max(size, 1024)):
+        for batch in self.batches(columns, batch_size=min(max(size, 1024), MAX_BATCH)):
             pending.append(batch)
             held += batch.num_rows
             while held >= size:
@@ -361,20 +489,25 @@ class SearchResult:
 
     def page(self, number: int, size: int = 1000, columns: Sequence[str] | None = None) -> pa.Table:
         """Page ``number`` (from 0) of ``size`` rows."""
-        if number < 0 or size <= 0:
-            raise QueryError(f"page number must be >= 0 and size > 0, got {number}, {size}")
-        return self._conform(self._relation(self._columns(columns), number * size, size).to_arrow_table())
+        number = as_int(number, "page number", 0)
+        size = as_int(size, "page size", 1)
+        if number * size > INT64_MAX:
+            raise QueryError(f"page {number:,} of {size:,} rows starts beyond the largest offset ({INT64_MAX:,})")
+        relation = self._relation(self._columns(columns), number * size, size)
+        with _answering(self.query):
+            return self._conform(relation.to_arrow_table())
 
     # -- Python rows -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
         asset_keys = self._asset_keys()
         select = ", ".join(f"{quote(c)} AS {quote(k)}" for k, c in ROW_COLUMNS.items())
         select += "".join(f", assets.{quote(k)}.href AS {quote('asset:' + k)}" for k in asset_keys)
-        for batch in self._relation(select).to_arrow_reader(4096):
+        for batch in self._stream(select, 4096):
             for row in batch.to_pylist():
                 b = row["bbox"]
                 row["bbox"] = [b["xmin"], b["ymin"], b["xmax"], b["ymax"]]
-                row["assets"] = {k: join_href(self.index.url, row.pop("asset:" + k)) for k in asset_keys}
+                row["assets"] = {k: self.catalog.scope.resolve(self.index.url, row.pop("asset:" + k))
+                                 for k in asset_keys}
                 yield row
 
     def _asset_keys(self) -> list[str]:
@@ -394,19 +527,40 @@ class SearchResult:
         df = table.drop_columns(["geometry"]).to_pandas()
         return geopandas.GeoDataFrame(df, geometry=geoms, crs="EPSG:4326")
 
-    def to_item_collection(self) -> pystac.ItemCollection:
-        """pystac Items of the result (built now; hrefs made absolute). For small results."""
-        import pystac
+    def item_dicts(self) -> Iterator[dict[str, Any]]:
+        """STAC items of the result as plain dicts (stac-geoparquet), hrefs absolute and confined.
+
+        The index stores hrefs relative to the index file; here they are resolved against it, so
+        the items work wherever the catalog lives. Items keep ``proj:epsg`` (stackstac reads it).
+        """
         import stac_geoparquet.arrow as sga
 
-        items = []
+        scope = self.catalog.scope
         for batch in self.batches(batch_size=4096):
             for d in sga.stac_table_to_items(pa.Table.from_batches([batch])):
+                for column in LABEL_MASK_COLUMNS.values():  # index-only, not item properties
+                    d.get("properties", {}).pop(column, None)
                 for asset in d.get("assets", {}).values():
-                    asset["href"] = join_href(self.index.url, asset["href"])
+                    asset["href"] = scope.resolve(self.index.url, asset["href"])
                 for link in d.get("links", []):
-                    link["href"] = join_href(self.index.url, link["href"])
-                items.append(pystac.Item.from_dict(d, preserve_dict=False))
+                    link["href"] = scope.resolve_link(self.index.url, link)
+                yield d
+
+    def to_item_collection(self) -> pystac.ItemCollection:
+        """pystac Items of the result (built now; hrefs absolute). For small results.
+
+        pystac migrates projection v1.2 to v2.0 and drops ``proj:epsg``; it is restored from
+        ``proj:code`` so stackstac can read the items.
+        """
+        import pystac
+
+        from bigearth_stac.xarray_view import restore_epsg
+
+        items = []
+        for d in self.item_dicts():
+            item = pystac.Item.from_dict(d, preserve_dict=False)
+            restore_epsg_pystac(item, restore_epsg)
+            items.append(item)
         return pystac.ItemCollection(items)
 
     def sample_table(self) -> pa.Table:
@@ -421,9 +575,10 @@ class SearchResult:
             "id", f"{asset_struct} AS assets", quote(P("layout")), quote(P("labels_19")), quote(P("labels_43")),
             quote(P("split")), quote(P("s1_id")), quote(P("tile")),
         ])
-        rows = self._relation(select).to_arrow_table()
+        with _answering(self.query):
+            rows = self._relation(select).to_arrow_table()
         if self.query.modality != "pair":
-            return sample_table(rows, self.index.url, self.query.modality)
+            return sample_table(rows, self.index.url, self.query.modality, scope=self.catalog.scope)
         partner = self.catalog.index("s1")
         tiles = pc.unique(rows.column(P("tile"))).to_pylist()
         con = _cursor()
@@ -439,13 +594,18 @@ class SearchResult:
                 f"WHERE id IN (SELECT {quote(P('s1_id'))} FROM wanted)").to_arrow_table()
         finally:
             con.close()
-        return sample_table(rows, self.index.url, "pair", s1_rows, partner.url)
+        return sample_table(rows, self.index.url, "pair", s1_rows, partner.url, scope=self.catalog.scope)
 
-    def to_torch(self, **kwargs: Any) -> Any:
-        """A streaming PyTorch dataset over the result (``BigEarthNetStream(self, **kwargs)``)."""
+    def to_torch(self, options: Any = None, **kwargs: Any) -> Any:
+        """A streaming PyTorch dataset over the result: ``BigEarthNetStream(self, options, **kwargs)``.
+
+        ``options`` is a :class:`~bigearth_stac.torch_dataset.StreamOptions` (or ``None``); keyword
+        arguments are its fields and override it. By default the stream yields what the result
+        holds: S2 for an S2 search, S1 for ``modality="s1"``, both for ``modality="pair"``.
+        """
         from bigearth_stac.torch_dataset import BigEarthNetStream
 
-        return BigEarthNetStream(self, **kwargs)
+        return BigEarthNetStream(self, options, **kwargs)
 
     def to_xarray(self, **kwargs: Any) -> Any:
         """A lazy ``xarray.Dataset`` of the result (``bigearth_stac.xarray_view.to_xarray``)."""
@@ -454,27 +614,48 @@ class SearchResult:
         return to_xarray(self, **kwargs)
 
 
-def search(catalog: Catalog, **kwargs: Any) -> SearchResult:
+def search(catalog: Catalog, options: SearchQuery | None = None, /, **kwargs: Any) -> SearchResult:
     """Search ``catalog``; every given parameter must hold (AND).
 
-    Parameters (all optional):
+    The parameters are the fields of :class:`SearchQuery` (documented there), given as keyword
+    arguments, as a ``SearchQuery``, or both (keywords override its fields):
 
-    - ``labels``: a class name or names; ``match="any"`` (default) or ``"all"``;
-      ``nomenclature="19"`` (default) or ``"43"``. Unknown names raise with suggestions.
-    - ``bbox``: ``(west, south, east, north)`` or ``"W,S,E,N"`` in degrees; ``intersects``: a
-      GeoJSON geometry (dict) or shapely geometry. Footprints are tested exactly; touching counts.
-    - ``datetime``: an RFC 3339 timestamp, a date (the whole day), an interval ``"start/end"``
-      (``..`` for an open end), a ``datetime``/``date``, or a ``(start, end)`` pair.
-    - ``split``, ``countries``, ``seasons``: a value or values (official names; case-insensitive).
-    - ``exclude_snow``, ``exclude_clouds``: drop patches on the official snow / cloud lists.
-    - ``modality``: ``"s2"`` (default) rows are S2 items, ``"s1"`` S1 items, ``"pair"`` S2 items
-      whose ``sample_table()`` carries the S1 partner's assets too.
-    - ``limit``: at most this many rows. ``filter``: CQL2 text or JSON (:mod:`bigearth_stac.cql2sql`).
+    - ``labels`` (class names of either nomenclature), ``match`` (``"any"`` / ``"all"``),
+      ``nomenclature`` (``"19"`` / ``"43"``: the result's classes);
+    - ``bbox``, ``intersects`` (GeoJSON or shapely), ``datetime``;
+    - ``split``, ``countries``, ``seasons``, ``exclude_snow``, ``exclude_clouds``;
+    - ``modality`` (``"s2"``, ``"s1"``, ``"pair"``), ``limit``, ``filter`` (CQL2 text or JSON).
+
+    A bad value raises :class:`QueryError` (an unknown class name :class:`LabelQueryError`, which
+    is also a :class:`~bigearth_stac.vocab.UnknownLabelError`) naming it and what is allowed.
     """
-    modality = kwargs.get("modality", "s2")
-    index = catalog.index("s1" if modality == "s1" else "s2")
-    query = build_query(Columns(index.schema), **kwargs)
-    return SearchResult(catalog, query)
+    unknown = sorted(set(kwargs) - set(SEARCH_PARAMETERS))
+    if unknown:
+        hint = closest(unknown[0], SEARCH_PARAMETERS)
+        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise QueryError(f"unknown search parameter {unknown[0]!r}.{did} Parameters: {', '.join(SEARCH_PARAMETERS)}")
+    if options is None:
+        options = SearchQuery(**kwargs)
+    elif isinstance(options, SearchQuery):
+        options = replace(options, **kwargs)
+    else:
+        raise QueryError(f"search options must be a SearchQuery, got {excerpt(options)}")
+    if not isinstance(options.modality, str) or options.modality not in MODALITIES:
+        raise QueryError(f"unknown modality {excerpt(options.modality)}; allowed: {', '.join(MODALITIES)}")
+    index = catalog.index("s1" if options.modality == "s1" else "s2")
+    return SearchResult(catalog, build_query(Columns(index.schema), options))
 
 
-__all__ = ["ROW_COLUMNS", "Query", "SearchResult", "build_query", "connect", "search"]
+__all__ = ["MAX_BATCH", "ROW_COLUMNS", "SEARCH_PARAMETERS", "LabelQueryError", "Query", "QueryError", "SearchQuery",
+           "SearchResult", "build_query", "connect", "search"]
+
+
+def restore_epsg_pystac(item: Any, restore: Any) -> None:
+    """Put ``proj:epsg`` back on a pystac item's properties and assets after migration."""
+    fixed = restore({"properties": item.properties,
+                     "assets": {k: a.extra_fields | {"proj:code": a.extra_fields.get("proj:code")}
+                                for k, a in item.assets.items()}})
+    for key, asset in item.assets.items():
+        epsg = fixed["assets"][key].get("proj:epsg")
+        if epsg is not None:
+            asset.extra_fields["proj:epsg"] = epsg

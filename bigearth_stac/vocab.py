@@ -323,6 +323,41 @@ def check_label(name: str, nomenclature: Nomenclature) -> str:
     )
 
 
+SHARED_LABELS: frozenset[str] = frozenset(LABELS_19) & frozenset(LABELS_43)
+"""Class names that are in both nomenclatures. Each means the same patches in both: the 43-class
+class of that name maps to the 19-class class of that name, and no other 43-class class does."""
+
+
+def label_nomenclatures(name: str) -> tuple[Nomenclature, ...]:
+    """The nomenclatures that have a class called ``name``: ``("19",)``, ``("43",)``, both, or none."""
+    found: list[Nomenclature] = []
+    if name in LABELS_19:
+        found.append("19")
+    if name in LABELS_43:
+        found.append("43")
+    return tuple(found)
+
+
+def resolve_label(name: object, prefer: Nomenclature = "19") -> tuple[Nomenclature, str]:
+    """``(nomenclature, name)`` for a class name of either nomenclature.
+
+    A name of one nomenclature only (``"Olive groves"``: 43, ``"Permanent crops"``: 19) belongs to
+    that one; a name of both (:data:`SHARED_LABELS`, which mean the same patches in both) to
+    ``prefer``. An unknown name raises :class:`UnknownLabelError` with the closest names of both.
+    """
+    if not isinstance(name, str):
+        raise UnknownLabelError(f"a class name must be a string, got {name!r} ({type(name).__name__})")
+    found = label_nomenclatures(name)
+    if found:
+        return (prefer if prefer in found else found[0]), name
+    hints = [f"{h!r} ({'/'.join(label_nomenclatures(h))})" for h in closest(name, LABELS_19 + LABELS_43)]
+    suggestion = f" Did you mean {', '.join(hints)}?" if hints else ""
+    raise UnknownLabelError(
+        f"unknown class name {name!r}.{suggestion} Valid names: 19 classes: {'; '.join(LABELS_19)}; "
+        f"43 classes: {'; '.join(LABELS_43)}"
+    )
+
+
 def to_19(labels_43: Sequence[str]) -> list[str]:
     """Map 43-class names to the 19-class names, deduplicated, in the official 19-class order."""
     targets = {MAP_43_TO_19[n] for n in labels_43}
@@ -337,3 +372,13 @@ def multi_hot(labels: Iterable[str], nomenclature: Nomenclature, order: str = "o
     for name in labels:
         vec[index[check_label(name, nomenclature)]] = 1
     return vec
+
+
+__all__ = [
+    "BANDS", "BAND_STATS", "CLASS_ORDERS", "CLC_CODES", "CLC_COLOURS", "CODE_OF_43", "COUNTRIES", "FLAGS",
+    "LABELS_19", "LABELS_43", "LAYOUTS", "MAP_43_TO_19", "PATCH_SIZE_M", "PREFIX", "RELEASE_V1", "RGB_BANDS",
+    "S1_BANDS", "S1_BAND_NAMES", "S1_COLLECTION", "S1_GROUPS", "S2_BANDS", "S2_BAND_NAMES", "S2_COLLECTION",
+    "S2_GROUPS", "SCHEMA_URI", "SCHEMA_VERSION", "SEASONS", "SHARED_LABELS", "SPLITS", "Band", "Layout",
+    "Modality", "Nomenclature", "UnknownLabelError", "band_groups", "check_label", "closest",
+    "label_nomenclatures", "multi_hot", "resolve_label", "to_19",
+]

@@ -50,6 +50,10 @@ CASES = [
      lambda r: shapely.intersects(r["_geom"], shapely.Polygon([(0, 40), (30, 40), (30, 70)]))),
     ("not s_intersects(geometry, BBOX(-10, 35, 10, 55)) or split = 'test'",
      lambda r: not shapely.intersects(r["_geom"], shapely.box(-10, 35, 10, 55)) or r["bigearthnet:split"] == "test"),
+    # two properties of the same kind; numbers in a numeric array
+    ("s2_id = id", lambda r: r["bigearthnet:s2_id"] == r["id"]),
+    ("\"proj:epsg\" > gsd", lambda r: r["proj:epsg"] > r["gsd"]),
+    ("a_overlaps(label_codes_43, (312, 211, 231))", lambda r: bool({312, 211, 231} & set(r["bigearthnet:label_codes_43"]))),
 ]
 
 
@@ -109,6 +113,8 @@ def test_unsupported_operator_is_named(cat: Catalog, text: str, message: str) ->
     ("a_contains(labels_43, ('Conifers'))", "Did you mean 'Coniferous forest'"),
     ("labels_19 = 'Pastures'", "a_contains"),
     ("this is not cql2", "invalid CQL2"),
+    ("gsd < id", "cannot compare gsd \\(a number\\) with id \\(a string\\)"),
+    ("a_contains(labels_43, (1))", "1.0 is not a string"),
 ])
 def test_bad_filters_explain(cat: Catalog, text: str, message: str) -> None:
     with pytest.raises(QueryError, match=message):
@@ -118,3 +124,8 @@ def test_bad_filters_explain(cat: Catalog, text: str, message: str) -> None:
 def test_parameters_are_bound_not_spliced(cat: Catalog) -> None:
     evil = "x'; DROP TABLE items; --"
     assert cat.search(filter=f"id = '{evil.replace(chr(39), chr(39) * 2)}'").ids() == []
+
+
+def test_boolean_literals_parse() -> None:
+    assert parse(True) is True and parse(False) is False
+    assert parse("true") is True and parse("FALSE") is False

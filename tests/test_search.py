@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import pickle
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,9 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bigearth_stac import Catalog, SearchResult
-from bigearth_stac._predicates import QueryError
+from bigearth_stac import search as search_module
+from bigearth_stac._predicates import LabelQueryError, QueryError
 from bigearth_stac.samples import SAMPLE_SCHEMA
-from bigearth_stac.vocab import COUNTRIES, LABELS_19, LABELS_43, SEASONS, SPLITS, UnknownLabelError
+from bigearth_stac.search import SEARCH_PARAMETERS, SearchQuery, search
+from bigearth_stac.vocab import (
+    COUNTRIES,
+    LABELS_19,
+    LABELS_43,
+    SEASONS,
+    SHARED_LABELS,
+    SPLITS,
+    UnknownLabelError,
+)
 from tests.search_oracle import brute
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -169,8 +182,6 @@ def test_sample_table_pairs(cat: Catalog) -> None:
 
 
 def test_errors_say_what_is_allowed(cat: Catalog) -> None:
-    with pytest.raises(UnknownLabelError, match="no 19-class counterpart"):
-        cat.search(labels="Port areas")
     with pytest.raises(UnknownLabelError, match="Did you mean 'Coniferous forest'"):
         cat.search(labels="Coniferous forests")
     with pytest.raises(QueryError, match="four numbers"):
@@ -184,4 +195,70 @@ def test_errors_say_what_is_allowed(cat: Catalog) -> None:
     with pytest.raises(QueryError, match="allowed: train, validation, test"):
         cat.search(split="val")
     with pytest.raises(QueryError, match="allowed: s2, s1, pair"):
-        cat.search(modality="s3")  # type: ignore[arg-type]
+        cat.search(modality="s3")
+
+
+# -- labels of either nomenclature ("the first hour") ----------------------------------------------
+
+
+def _has(row: dict, name: str) -> bool:
+    """Independent of which column a name is searched in: a shared name is in both or neither."""
+    return name in row["bigearthnet:labels_19"] or name in row["bigearthnet:labels_43"]
+
+
+def test_a_43_class_name_needs_no_nomenclature(cat: Catalog, rows: list[dict]) -> None:
+    present = sorted({n for r in rows for n in r["bigearthnet:labels_43"]} - SHARED_LABELS)
+    assert present, "the synthetic catalog should hold 43-only classes"
+    for name in present[:5] + ["Olive groves", "Airports"]:  # were refused without nomenclature="43"
+        assert cat.search(labels=[name]).ids() == brute(rows, labels=[name], nomenclature="43"), name
+        assert cat.search(labels=name, nomenclature="19").ids() == cat.search(labels=name, nomenclature="43").ids()
+    assert cat.search(labels="Permanent crops", nomenclature="43").ids() == brute(rows, labels=["Permanent crops"])
+
+
+def test_shared_names_mean_the_same_patches_in_both(cat: Catalog, rows: list[dict]) -> None:
+    for name in sorted(SHARED_LABELS):
+        in_19 = brute(rows, labels=[name], nomenclature="19")
+        assert in_19 == brute(rows, labels=[name], nomenclature="43"), name
+        assert cat.search(labels=name).ids() == cat.search(labels=name, nomenclature="43").ids() == in_19
+
+
+@HYP
+@given(labels=st.lists(st.sampled_from(sorted(set(LABELS_19) | set(LABELS_43))), min_size=1, max_size=4, unique=True),
+       match=st.sampled_from(["any", "all"]), nomenclature=st.sampled_from(["19", "43"]))
+def test_mixed_nomenclatures(cat: Catalog, rows: list[dict], labels: list[str], match: str, nomenclature: str) -> None:
+    test = any if match == "any" else all
+    expected = brute(rows, where=lambda r: test(_has(r, n) for n in labels))
+    assert cat.search(labels=labels, match=match, nomenclature=nomenclature).ids() == expected
+
+
+def test_misspelt_names_suggest_from_both_nomenclatures(cat: Catalog) -> None:
+    with pytest.raises(LabelQueryError, match=r"Did you mean 'Olive groves' \(43\)") as info:
+        cat.search(labels=["Olive grove"])
+    assert isinstance(info.value, QueryError) and isinstance(info.value, UnknownLabelError)
+    assert "19 classes: Urban fabric" in str(info.value) and "43 classes: Continuous urban fabric" in str(info.value)
+    with pytest.raises(UnknownLabelError, match=r"'Permanent crops' \(19\)"):
+        cat.search(labels="Permanent crop")
+    with pytest.raises(QueryError, match="no 19-class counterpart"):  # a named column stays strict
+        cat.search(filter="a_contains(labels_19, ('Airports'))")
+
+
+# -- the options object ------------------------------------------------------------------------------
+
+
+def test_search_query_is_a_frozen_documented_dataclass(cat: Catalog, rows: list[dict]) -> None:
+    q = SearchQuery(labels=["Pastures"], split="train", limit=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.limit = 6  # type: ignore[misc]
+    expected = cat.search(labels=["Pastures"], split="train", limit=5).ids()
+    assert search(cat, q).ids() == expected
+    assert search(cat, q, split="test").ids() == cat.search(labels=["Pastures"], split="test", limit=5).ids()
+    assert cat.search(**dataclasses.asdict(q)).ids() == expected
+    assert SEARCH_PARAMETERS == tuple(f.name for f in dataclasses.fields(SearchQuery))
+    assert "labels=['Pastures']" in q.describe() and "match" not in q.describe()
+    # Every field has its docstring right under it (as in settings.py).
+    body = ast.parse(inspect.getsource(SearchQuery)).body[0].body  # type: ignore[attr-defined]
+    documented = {a.target.id for a, doc in zip(body, body[1:], strict=False)
+                  if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+                  and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
+    assert documented == set(SEARCH_PARAMETERS)
+    assert {"SearchQuery", "QueryError", "LabelQueryError"} <= set(search_module.__all__)

@@ -55,9 +55,23 @@ def test_formats(real_catalog: Path, tmp_path: Path, cat: Catalog) -> None:
     assert code != 0 and "--output" in err
 
 
+def test_labels_of_either_nomenclature(real_catalog: Path, cat: Catalog) -> None:
+    for name in ("Airports", "Broad-leaved forest", "Non-irrigated arable land", "Arable land"):
+        code, out, err = run(str(real_catalog), "--label", name)  # 43-only names needed --nomenclature 43
+        assert code == 0, err
+        assert out.split() == cat.search(labels=name).ids()
+    code, out, _ = run(str(real_catalog), "--label", "Non-irrigated arable land", "--label", "Coniferous forest",
+                       "--match", "all")
+    assert code == 0 and out.split() == cat.search(labels=["Non-irrigated arable land", "Coniferous forest"],
+                                                   match="all").ids()
+
+
 @pytest.mark.parametrize(("args", "message"), [
-    (["--label", "Port areas"], "no 19-class counterpart"),
+    (["--label", "Port area"], "Did you mean 'Port areas' (43)"),
     (["--label", "Coniferus forest"], "Did you mean 'Coniferous forest'"),
+    (["--limit", str(2**63)], "9,223,372,036,854,775,808"),
+    (["--filter", "id = labels_19"], "labels_19"),
+    (["--filter", "NOT " * 13 + "id = 'x'"], "(the limit)"),
     (["--bbox", "1,2,3"], "four numbers"),
     (["--datetime", "last week"], "RFC 3339"),
     (["--filter", "s_within(geometry, BBOX(0,0,1,1))"], "s_within"),

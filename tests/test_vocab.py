@@ -30,7 +30,7 @@ def test_mapping_matches_official_table() -> None:
     official = OFFICIAL["OLD2NEW_LABELS_DICT"]
     assert vocab.MAP_43_TO_19 == official
     # order of the 43 names is part of the contract (multi-hot vectors)
-    assert list(vocab.LABELS_43) == list(official)  # type: ignore[arg-type]
+    assert list(vocab.LABELS_43) == list(official)
 
 
 def test_19_class_order_is_the_papers() -> None:
@@ -77,3 +77,36 @@ def test_check_label_errors_are_helpful() -> None:
     with pytest.raises(vocab.UnknownLabelError, match="'Inland wetlands'"):
         vocab.check_label("Peatbogs", "19")
     assert vocab.check_label("Peatbogs", "43") == "Peatbogs"
+
+
+def test_shared_names_mean_the_same_classes() -> None:
+    # A name in both nomenclatures is searched in either with the same result only if its
+    # 43-class class maps to the 19-class class of that name and no other 43-class class does.
+    assert len(vocab.SHARED_LABELS) == 9 and "Pastures" in vocab.SHARED_LABELS
+    for name in vocab.SHARED_LABELS:
+        assert [n for n, target in vocab.MAP_43_TO_19.items() if target == name] == [name]
+
+
+def test_resolve_label_of_either_nomenclature() -> None:
+    assert vocab.resolve_label("Olive groves") == ("43", "Olive groves")
+    assert vocab.resolve_label("Airports", "19") == ("43", "Airports")
+    assert vocab.resolve_label("Permanent crops", "43") == ("19", "Permanent crops")
+    assert vocab.resolve_label("Pastures") == ("19", "Pastures")
+    assert vocab.resolve_label("Pastures", "43") == ("43", "Pastures")
+    assert vocab.label_nomenclatures("Mixed forest") == ("19", "43")
+    assert vocab.label_nomenclatures("Mixed forests") == ()
+    with pytest.raises(vocab.UnknownLabelError, match=r"Did you mean 'Olive groves' \(43\)"):
+        vocab.resolve_label("olive grove")
+    with pytest.raises(vocab.UnknownLabelError, match=r"'Inland wetlands' \(19\)"):
+        vocab.resolve_label("Inland wetland")
+    with pytest.raises(vocab.UnknownLabelError, match="must be a string, got 5"):
+        vocab.resolve_label(5)
+
+
+def test_public_names_are_in_all() -> None:
+    own = {n for n, v in vars(vocab).items()
+           if not n.startswith("_") and getattr(v, "__module__", vocab.__name__) == vocab.__name__
+           and not isinstance(v, type(vocab))}
+    assert own - {"annotations", "difflib"} <= set(vocab.__all__)
+    assert all(hasattr(vocab, n) for n in vocab.__all__)
+    assert "UnknownLabelError" in vocab.__all__
