@@ -32,6 +32,15 @@ from bigearth_stac.vocab import (
 
 __all__ = [
     "CATALOG_FILE",
+    "CLC_FRACTIONS",
+    "CLC_FRACTIONS_TYPE",
+    "COLLECTION_IDS",
+    "REFERENCE_MAP_ASSET",
+    "RELEASES",
+    "S1_V2_COLLECTION",
+    "S2_V2_COLLECTION",
+    "collection_id",
+    "release_and_modality",
     "COG_MEDIA_TYPE",
     "COLLECTIONS",
     "COLLECTION_FILE",
@@ -81,7 +90,36 @@ MANIFEST = "manifest.parquet"
 """Every object of the catalog: path, size, sha256, media type, publish stage."""
 SCHEMA_PATH = f"schema/{SCHEMA_VERSION}/schema.json"
 """Where the extension's JSON Schema is published, relative to the catalog root."""
-COLLECTIONS = (S2_COLLECTION, S1_COLLECTION)
+S2_V2_COLLECTION = "bigearthnet-v2-s2"
+S1_V2_COLLECTION = "bigearthnet-v2-s1"
+RELEASES = (RELEASE_V1, RELEASE_V2)
+#: (release, modality) -> collection id. v1 and v2 collections can share one root catalog.
+COLLECTION_IDS: dict[tuple[str, str], str] = {
+    (RELEASE_V1, "s2"): S2_COLLECTION, (RELEASE_V1, "s1"): S1_COLLECTION,
+    (RELEASE_V2, "s2"): S2_V2_COLLECTION, (RELEASE_V2, "s1"): S1_V2_COLLECTION,
+}
+COLLECTIONS = tuple(COLLECTION_IDS.values())
+
+
+def collection_id(release: str, modality: str) -> str:
+    """The collection of a release's S2 or S1 items."""
+    try:
+        return COLLECTION_IDS[(release, modality)]
+    except KeyError:
+        raise ValueError(f"no collection for release {release!r} and modality {modality!r}; "
+                         f"releases: {list(RELEASES)}, modalities: s2, s1") from None
+
+
+def release_and_modality(collection: str) -> tuple[str, str] | None:
+    """``("v2.0", "s2")`` for ``bigearthnet-v2-s2``; ``None`` for a collection not of ours."""
+    for key, cid in COLLECTION_IDS.items():
+        if cid == collection:
+            return key
+    return None
+
+
+REFERENCE_MAP_ASSET = "reference_map"
+"""v2 S2 items: the pixel-level reference map, a COG of CLC Level-3 codes (uint16, 120 x 120)."""
 
 
 def collection_path(collection: str) -> str:
@@ -162,8 +200,16 @@ PROPERTY_TYPES: dict[str, pa.DataType] = {
     prop("release"): _STR,
     prop("source_product"): _STR,
     prop("layout"): _STR,
+    prop("s2v1_name"): _STR,
 }
 """Index columns a search reads, with the Arrow type each always has (whatever the items hold)."""
+
+CLC_FRACTIONS = prop("clc_fractions")
+"""v2 items: share of the reference map's pixels per CLC Level-3 class. In item JSON an object
+``{"<code>": fraction}`` of the classes present (fractions in [0, 1], 4 decimals); in the index a
+struct with one ``float32`` field per code of :data:`~bigearth_stac.vocab.CLC_CODES` (``"111"`` ...),
+0 for absent classes and null for v1 rows (no map)."""
+CLC_FRACTIONS_TYPE = pa.struct([pa.field(str(code), pa.float32()) for code in CLC_CODES])
 
 LABEL_MASK_COLUMNS: dict[str, str] = {"19": prop("label_mask_19"), "43": prop("label_mask_43")}
 """Index-only ``int64`` columns (not item properties): bit ``i`` is set when class ``i`` of
@@ -171,7 +217,7 @@ LABEL_MASK_COLUMNS: dict[str, str] = {"19": prop("label_mask_19"), "43": prop("l
 test (DESIGN.md #15): ``(mask & bits) <> 0`` for any, ``= bits`` for all."""
 
 SEARCH_COLUMNS: tuple[str, ...] = ("id", "bbox", "datetime", *PROPERTY_TYPES, *LABEL_MASK_COLUMNS.values(),
-                                   "collection", "geometry")
+                                   CLC_FRACTIONS, "collection", "geometry")
 """Columns stored first in each row group, so a remote reader fetches them in one range request."""
 
 

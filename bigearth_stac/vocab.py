@@ -283,6 +283,7 @@ SEASONS: tuple[str, ...] = ("Spring", "Summer", "Fall", "Winter")
 FLAGS: tuple[str, ...] = ("seasonal_snow", "cloud_or_shadow")
 
 RELEASE_V1 = "v1.0"
+RELEASE_V2 = "v2.0"
 
 
 class UnknownLabelError(ValueError):
@@ -376,7 +377,7 @@ def multi_hot(labels: Iterable[str], nomenclature: Nomenclature, order: str = "o
 
 __all__ = [
     "BANDS", "BAND_STATS", "CLASS_ORDERS", "CLC_CODES", "CLC_COLOURS", "CODE_OF_43", "COUNTRIES", "FLAGS",
-    "LABELS_19", "LABELS_43", "LAYOUTS", "MAP_43_TO_19", "PATCH_SIZE_M", "PREFIX", "RELEASE_V1", "RGB_BANDS",
+    "LABELS_19", "LABELS_43", "LAYOUTS", "MAP_43_TO_19", "PATCH_SIZE_M", "PREFIX", "RELEASE_V1", "RELEASE_V2", "RGB_BANDS",
     "S1_BANDS", "S1_BAND_NAMES", "S1_COLLECTION", "S1_GROUPS", "S2_BANDS", "S2_BAND_NAMES", "S2_COLLECTION",
     "S2_GROUPS", "SCHEMA_URI", "SCHEMA_VERSION", "SEASONS", "SHARED_LABELS", "SPLITS", "Band", "Layout",
     "Modality", "Nomenclature", "UnknownLabelError", "band_groups", "check_label", "closest",
