@@ -23,7 +23,10 @@ import pyarrow as pa
 
 from bigearth_stac.vocab import (
     CLASS_ORDERS,
+    CLC_CODES,
     PREFIX,
+    RELEASE_V1,
+    RELEASE_V2,
     S1_COLLECTION,
     S2_COLLECTION,
     SCHEMA_URI,
@@ -65,6 +68,7 @@ __all__ = [
     "STAGE_META",
     "STAGE_NAMES",
     "STAGE_ROOT",
+    "tile_catalog_path",
     "asset_filename",
     "asset_path",
     "collection_path",
@@ -127,6 +131,11 @@ def collection_path(collection: str) -> str:
     return f"{collection}/{COLLECTION_FILE}"
 
 
+def tile_catalog_path(collection: str, tile: str) -> str:
+    """``<collection>/<tile>/catalog.json``: the catalog linking one tile's items (crawlable)."""
+    return f"{collection}/{tile}/{CATALOG_FILE}"
+
+
 def item_dir(collection: str, tile: str, item_id: str) -> str:
     """Folder of an item and its COGs: keys partitioned by tile (DESIGN.md #12)."""
     return f"{collection}/{tile}/{item_id}"
@@ -171,7 +180,7 @@ SCHEMA_MEDIA_TYPE = "application/schema+json"
 # -- publish stages: objects of stage n are all visible before any of stage n+1 ------------------
 STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT = 0, 1, 2, 3
 STAGE_NAMES = {STAGE_COG: "COGs", STAGE_ITEM: "items",
-               STAGE_META: "index, collections, schema and manifest", STAGE_ROOT: "root catalog"}
+               STAGE_META: "index, tile catalogs, collections, schema and manifest", STAGE_ROOT: "root catalog"}
 
 
 # -- index schema ---------------------------------------------------------------------------------

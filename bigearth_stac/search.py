@@ -554,14 +554,10 @@ class SearchResult:
         """
         import pystac
 
-        from bigearth_stac.xarray_view import restore_epsg
+        from bigearth_stac.stac_items import restore_epsg
 
-        items = []
-        for d in self.item_dicts():
-            item = pystac.Item.from_dict(d, preserve_dict=False)
-            restore_epsg_pystac(item, restore_epsg)
-            items.append(item)
-        return pystac.ItemCollection(items)
+        return pystac.ItemCollection([restore_epsg(pystac.Item.from_dict(d, preserve_dict=False))
+                                      for d in self.item_dicts()])
 
     def sample_table(self) -> pa.Table:
         """The loader's input (:mod:`bigearth_stac.samples`): ids, absolute asset URLs, labels, split.
@@ -649,13 +645,3 @@ def search(catalog: Catalog, options: SearchQuery | None = None, /, **kwargs: An
 __all__ = ["MAX_BATCH", "ROW_COLUMNS", "SEARCH_PARAMETERS", "LabelQueryError", "Query", "QueryError", "SearchQuery",
            "SearchResult", "build_query", "connect", "search"]
 
-
-def restore_epsg_pystac(item: Any, restore: Any) -> None:
-    """Put ``proj:epsg`` back on a pystac item's properties and assets after migration."""
-    fixed = restore({"properties": item.properties,
-                     "assets": {k: a.extra_fields | {"proj:code": a.extra_fields.get("proj:code")}
-                                for k, a in item.assets.items()}})
-    for key, asset in item.assets.items():
-        epsg = fixed["assets"][key].get("proj:epsg")
-        if epsg is not None:
-            asset.extra_fields["proj:epsg"] = epsg

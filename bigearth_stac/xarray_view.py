@@ -41,6 +41,7 @@ from bigearth_stac.fetch import Fetcher, FetchError
 from bigearth_stac.hrefs import Scope, join
 from bigearth_stac.samples import as_sample_table, scope_of
 from bigearth_stac.settings import StorageSettings
+from bigearth_stac.stac_items import restore_epsg
 from bigearth_stac.vocab import BANDS, CLASS_ORDERS, PATCH_SIZE_M
 
 log = logging.getLogger(__name__)
@@ -234,15 +235,6 @@ def _items(source: Any, modality: str, settings: StorageSettings) -> list[dict[s
             asset["href"] = scope.resolve(href, asset["href"]) if scope else join(href, asset["href"])
         items.append(item)
     return items
-
-
-def restore_epsg(item: dict[str, Any]) -> dict[str, Any]:
-    """``proj:epsg`` from ``proj:code`` where a reader (pystac) dropped it; stackstac needs it."""
-    for holder in (item.get("properties", {}), *item.get("assets", {}).values()):
-        code = holder.get("proj:code")
-        if holder.get("proj:epsg") is None and isinstance(code, str) and code.upper().startswith("EPSG:"):
-            holder["proj:epsg"] = int(code.split(":", 1)[1])
-    return item
 
 
 def mosaic(

@@ -1,4 +1,5 @@
-"""The build: map pairs over Dask, then write index, collections, manifest and root (in that order).
+"""The build: map pairs over Dask, then write the schema, indexes, tile catalogs, collections,
+manifest and root (in that order).
 
 ``build()`` is the library entry point; the CLI only parses arguments and draws a progress bar
 through the ``progress`` callback.
@@ -10,12 +11,13 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.resources import files
 from typing import Any
 
 import pyarrow as pa
 
-from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION, SCHEMA_VERSION, Layout
+from bigearth_stac.contract import SCHEMA_MEDIA_TYPE, SCHEMA_PATH
+from bigearth_stac.validate import own_schema_bytes
+from bigearth_stac.vocab import PREFIX, S1_COLLECTION, S2_COLLECTION, SCHEMA_URI, Layout
 from catalog_builder.cog import CogOptions
 from catalog_builder.index import index_path, sort_by_location, table_to_parquet_bytes
 from catalog_builder.pair import BatchResult, build_batch
@@ -27,6 +29,8 @@ from catalog_builder.stac import (
     ExtentAccumulator,
     build_catalog,
     build_collection,
+    build_tile_catalog,
+    tile_catalog_path,
 )
 from catalog_builder.store import (
     MANIFEST,
@@ -43,7 +47,6 @@ from catalog_builder.store import (
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
-SCHEMA_PATH = f"schema/{SCHEMA_VERSION}/schema.json"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,18 @@ class BuildOptions:
     """On rerun, re-hash existing outputs (``False``: trust matching sizes)."""
     limit: int | None = None
     """Build only the first ``limit`` pairs (sorted by name)."""
+    schema_url: str | None = None
+    """URL of the ``bigearthnet:`` extension's schema that items and collections list in
+    ``stac_extensions``: for a catalog to be published at ``X``,
+    ``bigearth_stac.validate.schema_url_for(X)`` (``X/schema/v1.0.0/schema.json``, where the
+    build writes the schema), so every validator resolves it. ``None``: the extension's canonical
+    identifier ``bigearth_stac.vocab.SCHEMA_URI``, which does not depend on where the catalog
+    ends up and which ``bigearth-stac validate`` maps to the schema shipped in the package."""
+
+    @property
+    def extension_url(self) -> str:
+        """The ``bigearthnet:`` schema URL items list (:attr:`schema_url` or the canonical one)."""
+        return self.schema_url or SCHEMA_URI
 
 
 @dataclass
@@ -108,16 +123,18 @@ def _executor(options: BuildOptions) -> Iterator[Any]:
 
 def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[BatchResult]:
     batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
+    # The schema URL is passed only when set: a default build calls build_batch as before.
+    extra: dict[str, Any] = {"schema_url": options.schema_url} if options.schema_url else {}
     with _executor(options) as client:
         if client is None:
             for batch in batches:
-                yield build_batch(source, store, batch, options.layout, options.cog, options.verify_existing)
+                yield build_batch(source, store, batch, options.layout, options.cog, options.verify_existing, **extra)
             return
         from distributed import as_completed
 
         futures = [
             client.submit(build_batch, source, store, batch, options.layout, options.cog,
-                          options.verify_existing, pure=False, retries=1)
+                          options.verify_existing, pure=False, retries=1, **extra)
             for batch in batches
         ]
         for fut in as_completed(futures):
@@ -125,13 +142,24 @@ def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], optio
             fut.release()
 
 
+def items_by_tile(index: pa.Table) -> dict[str, list[str]]:
+    """Tile -> ids of its items, from a collection's index table; both sorted (deterministic)."""
+    tile_col = f"{PREFIX}:tile"
+    if index.column(tile_col).null_count:
+        raise ValueError("an item without a tile cannot be placed in a tile catalog")
+    grouped = index.select([tile_col, "id"]).group_by(tile_col).aggregate([("id", "list")])
+    return {tile: sorted(ids) for tile, ids in sorted(zip(grouped.column(tile_col).to_pylist(),
+                                                           grouped.column("id_list").to_pylist(), strict=True))}
+
+
 def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = BuildOptions(),
           progress: ProgressFn | None = None) -> BuildReport:
     """Build (or resume) a catalog from a release source into a store.
 
     Pairs with bad inputs are reported in the returned :class:`BuildReport` (naming the file and
-    the problem) and left out; everything else is built. The root ``catalog.json`` is written
-    last, after the index, collections and manifest.
+    the problem) and left out; everything else is built. After the items: the extension schema,
+    then per collection its index, one catalog per tile linking its items, and the collection
+    linking the tile catalogs; then the manifest; the root ``catalog.json`` last.
     """
     units = source.units()
     if options.limit is not None:
@@ -171,15 +199,21 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
         log.warning("no pair could be built; not writing collections or the root catalog")
         return report
 
-    schema = files("bigearth_stac").joinpath("schema/schema.json").read_bytes()
-    report.manifest.append(put(store, SCHEMA_PATH, schema, "application/schema+json", STAGE_META))
+    url = options.extension_url
+    report.manifest.append(put(store, SCHEMA_PATH, own_schema_bytes(url), SCHEMA_MEDIA_TYPE, STAGE_META))
     for cid, parts in tables.items():
         modality = "s2" if cid == S2_COLLECTION else "s1"
-        collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}")
         index = sort_by_location(pa.concat_tables(parts, promote_options="permissive"))
         parts.clear()
+        tiles = items_by_tile(index)
+        collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}",
+                                      tiles=tiles, schema_url=url)
         report.manifest.append(put(store, index_path(cid), table_to_parquet_bytes(index, collection), INDEX_MEDIA_TYPE, STAGE_META))
         del index
+        # Tile catalogs link items, the collection links the tile catalogs: written in that order.
+        for tile, ids in tiles.items():
+            doc = build_tile_catalog(cid, tile, ids)
+            report.manifest.append(put(store, tile_catalog_path(cid, tile), json_bytes(doc), JSON_MEDIA_TYPE, STAGE_META))
         report.manifest.append(put(store, f"{cid}/collection.json", json_bytes(collection, pretty=True), JSON_MEDIA_TYPE, STAGE_META))
     root = json_bytes(build_catalog([S2_COLLECTION, S1_COLLECTION]), pretty=True)
     root_entry = ManifestEntry("catalog.json", len(root), sha256_hex(root), JSON_MEDIA_TYPE, STAGE_ROOT)

@@ -39,22 +39,38 @@ def main(verbose: int) -> None:
 @click.option("--limit", type=int, default=None, help="Build only the first N pairs.")
 @click.option("--tables", default=None, help="Folder with the official tables (default: bigearthnet-common).")
 @click.option("--endpoint-url", default=None, help="S3 endpoint for s3:// input/output (default: AWS / $AWS_ENDPOINT_URL).")
+@click.option("--base-url", default=None,
+              help="Public URL the catalog will be served from (https://host/prefix): items then list the "
+                   "extension schema the catalog publishes, <base-url>/schema/v1.0.0/schema.json, so any "
+                   "validator resolves it. Default: the extension's canonical identifier, which "
+                   "'bigearth-stac validate' maps to the schema shipped in the package.")
+@click.option("--schema-url", default=None,
+              help="The extension schema URL items list, when it is not under --base-url.")
 def build(s2_root: str, s1_root: str, out: str, layout: str, compress: str, scheduler: str | None,
           workers: int | None, batch_size: int, limit: int | None, tables: str | None,
-          endpoint_url: str | None) -> None:
+          endpoint_url: str | None, base_url: str | None, schema_url: str | None) -> None:
     """Build (or resume) a catalog. Pairs with bad inputs are listed at the end; exit code 2 then."""
     from bigearth_stac.settings import StorageSettings
+    from bigearth_stac.validate import schema_url_for
     from catalog_builder.build import BuildOptions
     from catalog_builder.build import build as run_build
     from catalog_builder.cog import CogOptions
     from catalog_builder.sources import open_source
     from catalog_builder.store import open_store
 
+    if base_url and schema_url:
+        raise click.UsageError("give --base-url or --schema-url, not both")
+    if schema_url and "://" not in schema_url:
+        raise click.BadParameter("must be an absolute URL", param_hint="--schema-url")
+    try:
+        extension_url = schema_url_for(base_url) if base_url else schema_url
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base-url") from None
     settings = StorageSettings.from_env(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
     source = open_source(s2_root, s1_root, tables=tables, settings=settings)
     store = open_store(out, settings=settings)
     options = BuildOptions(layout=layout, cog=CogOptions(compress=compress), scheduler=scheduler,  # type: ignore[arg-type]
-                           n_workers=workers, batch_size=batch_size, limit=limit)
+                           n_workers=workers, batch_size=batch_size, limit=limit, schema_url=extension_url)
     with tqdm(total=None, unit="pair", desc="build", disable=None) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

@@ -17,6 +17,8 @@ import numpy as np
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
+from bigearth_stac.vocab import S1_BAND_NAMES
+
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,12 @@ def sha256_multihash(hexdigest: str) -> str:
     return "1220" + hexdigest
 
 
+def band_unit(name: str) -> str | None:
+    """Unit of a band's pixel values: ``dB`` for the Sentinel-1 backscatter, ``None`` otherwise
+    (Sentinel-2 L2A reflectances are unitless digital numbers)."""
+    return "dB" if name in S1_BAND_NAMES else None
+
+
 def _blocksize(size: int) -> int:
     return max(16, -(-size // 16) * 16)
 
@@ -84,6 +92,8 @@ def encode_cog(
     """Encode same-shape, same-dtype 2-D bands as one COG.
 
     ``origin`` is the upper-left corner in the CRS, ``resolution`` the pixel size in metres.
+    Each band's GDAL description is its name (``B02``, ``VV``) and its GDAL unit
+    :func:`band_unit` (``dB`` for Sentinel-1), as the STAC metadata says.
     """
     if not arrays:
         raise ValueError("no bands to encode")
@@ -110,5 +120,8 @@ def encode_cog(
         with mem.open(**profile) as dst:
             dst.write(stack)
             dst.descriptions = tuple(band_names)
+            units = [band_unit(name) or "" for name in band_names]
+            if any(units):
+                dst.units = tuple(units)
         data = mem.read()
     return CogBytes(data, hashlib.sha256(data).hexdigest())

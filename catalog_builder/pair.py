@@ -15,7 +15,7 @@ import pyarrow as pa
 import rasterio
 from rasterio.session import DummySession
 
-from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, Layout, band_groups
+from bigearth_stac.vocab import BANDS, S1_COLLECTION, S2_COLLECTION, SCHEMA_URI, Layout, band_groups
 from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, CogOptions, encode_cog
 from catalog_builder.index import items_to_table
 from catalog_builder.rawio import loads_bounded
@@ -134,14 +134,15 @@ def resume_state(store: OutputStore, pair: PairRecord, verify: bool = True) -> t
 
 
 def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Layout,
-               options: CogOptions = CogOptions(), verify_existing: bool = True) -> PairOutcome:
+               options: CogOptions = CogOptions(), verify_existing: bool = True,
+               schema_url: str = SCHEMA_URI) -> PairOutcome:
     """Read, encode and write one pair; a bad input becomes a :class:`SourceProblem`, not an exception."""
     outcome = PairOutcome(unit)
     try:
         pair = source.read_pair(unit)
         outcome.partner = pair.s2.id
         done = resume_state(store, pair, verify_existing)
-        if done is not None:
+        if done is not None and all(schema_url in item.get("stac_extensions", ()) for item in done[0]):
             outcome.items, outcome.manifest = done
             outcome.skipped = True
             return outcome
@@ -157,7 +158,7 @@ def build_pair(source: ReleaseSource, store: OutputStore, unit: str, layout: Lay
             path = asset_path(collection, pair.tile, patch.id, key)
             store.write(path, cog.data, COG_MEDIA_TYPE)
             outcome.manifest.append(ManifestEntry(path, cog.size, cog.sha256, COG_MEDIA_TYPE, STAGE_COG))
-        item = build_item(pair, modality, cogs[modality], layout)
+        item = build_item(pair, modality, cogs[modality], layout, schema_url)
         # The item is written after its COGs: an item on disk means its assets are complete.
         outcome.manifest.append(put(store, item_path(collection, pair.tile, patch.id), json_bytes(item), GEOJSON_MEDIA_TYPE, STAGE_ITEM))
         outcome.items.append(item)
@@ -179,13 +180,14 @@ class BatchResult:
 
 
 def build_batch(source: ReleaseSource, store: OutputStore, units: list[str], layout: Layout,
-                options: CogOptions = CogOptions(), verify_existing: bool = True) -> BatchResult:
+                options: CogOptions = CogOptions(), verify_existing: bool = True,
+                schema_url: str = SCHEMA_URI) -> BatchResult:
     """:func:`build_pair` over a batch of units (one Dask task), items converted to index rows."""
     # GDAL only decodes and encodes bytes in memory here (raw objects are fetched with boto3).
     # Without an active Env, rasterio makes one per open from the environment: with AWS
     # credentials set, a boto3 session per band (~30 ms, 40x the decode). One Env for the batch.
     with rasterio.Env(session=DummySession()):
-        outcomes = [build_pair(source, store, u, layout, options, verify_existing) for u in units]
+        outcomes = [build_pair(source, store, u, layout, options, verify_existing, schema_url) for u in units]
     by_collection: dict[str, list[dict[str, Any]]] = {S2_COLLECTION: [], S1_COLLECTION: []}
     extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
     for outcome in outcomes:

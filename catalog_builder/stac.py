@@ -6,12 +6,19 @@ tests validate every one of them with pystac against the published extension sch
 Layout of a catalog, relative to its root (keys are partitioned by tile, see DESIGN.md #12)::
 
     catalog.json
-    bigearthnet-s2/collection.json
+    bigearthnet-s2/collection.json                links one child catalog per tile
+    bigearthnet-s2/<tile>/catalog.json            links the items of the tile
     bigearthnet-s2/<tile>/<id>/<id>.json          one item per patch
     bigearthnet-s2/<tile>/<id>/<id>_<asset>.tif   its COGs
     bigearthnet-s1/...                            same for Sentinel-1
     index/bigearthnet-s2.parquet                  stac-geoparquet search index
     schema/v1.0.0/schema.json                     the bigearthnet: extension's JSON Schema
+
+The tree is crawlable (DESIGN.md #16): root -> collections -> one catalog per tile (~4,700
+items each in v1, so no document holds 590,326 links) -> items, each item linking its tile
+catalog as ``parent``. Every href is relative, so the catalog can be moved or published as is;
+the one absolute URL is the ``bigearthnet:`` extension's schema in ``stac_extensions`` (see
+:func:`bigearth_stac.validate.schema_url_for`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,16 @@ from typing import Any
 
 from pyproj import Transformer
 
+from bigearth_stac.contract import (
+    CATALOG_FILE,
+    GEOJSON_MEDIA_TYPE,
+    INDEX_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    asset_path,
+    item_dir,
+    item_path,
+    tile_catalog_path,
+)
 from bigearth_stac.vocab import (
     BAND_STATS,
     BANDS,
@@ -42,25 +59,26 @@ from bigearth_stac.vocab import (
     Layout,
     band_groups,
 )
-from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes
+from catalog_builder.cog import COG_MEDIA_TYPE, CogBytes, band_unit
 from catalog_builder.records import PairRecord, PatchRecord
 
 STAC_VERSION = "1.1.0"
 # Projection v1.2.0, not v2.0.0: v2.0.0 forbids ``proj:epsg``, which stackstac still needs beside
 # ``proj:code``; v1.2.0 defines both (``proj:epsg`` as deprecated).
+# EO v1.1.0, not v2.0.0: odc-stac resolves band names and common names (``bands=["B02"]``,
+# ``["blue"]``) and stackstac labels its band coordinate only from an asset's ``eo:bands``
+# (read through pystac's EOExtension, which implements v1.1.0), and v2.0.0 forbids ``eo:bands``.
+# The STAC 1.1 ``bands`` list beside it carries what v1.1.0 has no place for (data type, unit,
+# statistics, resolution): odc-stac reads data types from there.
 EXT = {
     "proj": "https://stac-extensions.github.io/projection/v1.2.0/schema.json",
-    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
     "sar": "https://stac-extensions.github.io/sar/v1.3.0/schema.json",
     "sci": "https://stac-extensions.github.io/scientific/v1.0.0/schema.json",
     "item_assets": "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json",
-    "bigearthnet": SCHEMA_URI,
 }
-INDEX_MEDIA_TYPE = "application/vnd.apache.parquet"
-JSON_MEDIA_TYPE = "application/json"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
 LICENSE = "CDLA-Permissive-1.0"
 CITATION = (
     "G. Sumbul, A. de Wall, T. Kreuziger, F. Marcelino, H. Costa, P. Benevides, M. Caetano, "
@@ -76,20 +94,6 @@ def P(name: str) -> str:
     """A property name of the project's own extension (``bigearthnet:<name>``)."""
     return f"{PREFIX}:{name}"
 
-
-def item_dir(collection: str, tile: str, item_id: str) -> str:
-    """Folder of an item, relative to the catalog root."""
-    return f"{collection}/{tile}/{item_id}"
-
-
-def item_path(collection: str, tile: str, item_id: str) -> str:
-    """Path of an item's JSON, relative to the catalog root."""
-    return f"{item_dir(collection, tile, item_id)}/{item_id}.json"
-
-
-def asset_path(collection: str, tile: str, item_id: str, key: str) -> str:
-    """Path of an item's COG, relative to the catalog root."""
-    return f"{item_dir(collection, tile, item_id)}/{item_id}_{key}.tif"
 
 
 @lru_cache(maxsize=64)
@@ -113,34 +117,51 @@ def _iso(dt: datetime) -> str:
 
 
 def _band_entry(name: str) -> dict[str, Any]:
+    """A band of STAC 1.1 ``bands``: name, data type, unit, resolution, statistics."""
     band = BANDS[name]
     mean, std = BAND_STATS[name]
     entry: dict[str, Any] = {"name": name}
-    if band.common_name:
-        entry["eo:common_name"] = band.common_name
-        entry["eo:center_wavelength"] = band.center_wavelength
-        entry["eo:full_width_half_max"] = band.full_width_half_max
-    else:
+    if not band.common_name:
         entry["description"] = f"{name} backscatter"
     entry["data_type"] = band.dtype
-    if band.dtype == "float32":
-        entry["unit"] = "dB"
+    if unit := band_unit(name):
+        entry["unit"] = unit
     entry["raster:spatial_resolution"] = band.resolution
     entry["statistics"] = {"mean": mean, "stddev": std}
     return entry
 
 
+def _eo_band(name: str) -> dict[str, Any]:
+    """A band of ``eo:bands`` (EO v1.1.0): name, common name, centre wavelength, bandwidth."""
+    band = BANDS[name]
+    return {
+        "name": name,
+        "common_name": band.common_name,
+        "center_wavelength": band.center_wavelength,
+        "full_width_half_max": band.full_width_half_max,
+    }
+
+
 def asset_template(bands: tuple[str, ...]) -> dict[str, Any]:
-    """Asset fields that depend only on the band group (shared by items and ``item_assets``)."""
+    """Asset fields that depend only on the band group (shared by items and ``item_assets``).
+
+    Sentinel-2 assets list their bands twice: ``eo:bands`` (names and common names, what
+    odc-stac and stackstac resolve band names from) and STAC 1.1 ``bands`` (data type,
+    statistics, resolution). Sentinel-1 items do not implement EO; their ``bands`` name the
+    polarisations and carry the ``dB`` unit.
+    """
     res = BANDS[bands[0]].resolution
     title = bands[0] if len(bands) == 1 else f"{', '.join(bands)} ({res} m)"
-    return {
+    template: dict[str, Any] = {
         "type": COG_MEDIA_TYPE,
         "title": title,
         "roles": ["data"],
         "gsd": res,
-        "bands": [_band_entry(b) for b in bands],
     }
+    if all(BANDS[b].common_name for b in bands):
+        template["eo:bands"] = [_eo_band(b) for b in bands]
+    template["bands"] = [_band_entry(b) for b in bands]
+    return template
 
 
 def _common_properties(pair: PairRecord, patch: PatchRecord) -> dict[str, Any]:
@@ -169,13 +190,18 @@ def build_item(
     modality: str,
     cogs: Mapping[str, CogBytes],
     layout: Layout,
+    schema_url: str = SCHEMA_URI,
 ) -> dict[str, Any]:
-    """The STAC Item (a dict) of one side of a pair; ``cogs`` maps asset key -> encoded COG."""
+    """The STAC Item (a dict) of one side of a pair; ``cogs`` maps asset key -> encoded COG.
+
+    ``schema_url`` is the URL of the ``bigearthnet:`` extension's schema listed in
+    ``stac_extensions`` (:func:`bigearth_stac.validate.schema_url_for` of the catalog's public URL).
+    """
     patch = pair.s2 if modality == "s2" else pair.s1
     collection = S2_COLLECTION if modality == "s2" else S1_COLLECTION
     geometry, bbox = footprint(patch)
     props: dict[str, Any] = {"datetime": _iso(patch.datetime)}
-    extensions = [EXT["proj"], EXT["raster"], EXT["file"], EXT["bigearthnet"]]
+    extensions = [EXT["proj"], EXT["raster"], EXT["file"], schema_url]
     if modality == "s2":
         props.update(
             platform=f"sentinel-2{patch.id[2].lower()}",
@@ -223,7 +249,7 @@ def build_item(
     partner_collection, partner = (S1_COLLECTION, pair.s1) if modality == "s2" else (S2_COLLECTION, pair.s2)
     links = [
         {"rel": "root", "href": "../../../catalog.json", "type": JSON_MEDIA_TYPE},
-        {"rel": "parent", "href": "../../collection.json", "type": JSON_MEDIA_TYPE},
+        {"rel": "parent", "href": "../catalog.json", "type": JSON_MEDIA_TYPE},
         {"rel": "collection", "href": "../../collection.json", "type": JSON_MEDIA_TYPE},
         {
             "rel": "related",
@@ -278,8 +304,14 @@ def build_collection(
     summary: Mapping[str, Any],
     layout: Layout,
     index_href: str | None,
+    tiles: Iterable[str] = (),
+    schema_url: str = SCHEMA_URI,
 ) -> dict[str, Any]:
-    """A collection dict. ``summary`` holds ``bbox``, ``start``, ``end``, ``count``, ``epsg``, ``platforms``."""
+    """A collection dict. ``summary`` holds ``bbox``, ``start``, ``end``, ``count``, ``epsg``, ``platforms``.
+
+    ``tiles``: the tiles whose catalogs (:func:`build_tile_catalog`) the collection links as
+    children, in that order; ``schema_url`` as in :func:`build_item`.
+    """
     s2 = modality == "s2"
     cid = S2_COLLECTION if s2 else S1_COLLECTION
     item_assets = {key: asset_template(bands) for key, bands in band_groups(modality, layout).items()}  # type: ignore[arg-type]
@@ -300,7 +332,7 @@ def build_collection(
     coll: dict[str, Any] = {
         "type": "Collection",
         "stac_version": STAC_VERSION,
-        "stac_extensions": [EXT["item_assets"], EXT["sci"], EXT["bigearthnet"]],
+        "stac_extensions": [EXT["item_assets"], *([EXT["eo"]] if s2 else []), EXT["sci"], schema_url],
         "id": cid,
         "title": f"BigEarthNet v1.0 {'Sentinel-2 L2A' if s2 else 'Sentinel-1 GRD'} patches",
         "description": (
@@ -331,7 +363,8 @@ def build_collection(
             {"rel": "parent", "href": "../catalog.json", "type": JSON_MEDIA_TYPE},
             {"rel": "license", "href": "https://cdla.dev/permissive-1-0/", "title": "CDLA-Permissive-1.0"},
             {"rel": "cite-as", "href": f"https://doi.org/{DOI}"},
-        ],
+        ]
+        + [{"rel": "child", "href": f"./{tile}/{CATALOG_FILE}", "type": JSON_MEDIA_TYPE, "title": tile} for tile in tiles],
         "assets": {},
     }
     if index_href is not None:
@@ -357,6 +390,27 @@ def build_catalog(collection_ids: Iterable[str]) -> dict[str, Any]:
         ),
         "links": [{"rel": "root", "href": "./catalog.json", "type": JSON_MEDIA_TYPE}]
         + [{"rel": "child", "href": f"./{cid}/collection.json", "type": JSON_MEDIA_TYPE, "title": cid} for cid in collection_ids],
+    }
+
+
+def build_tile_catalog(collection_id: str, tile: str, item_ids: Iterable[str]) -> dict[str, Any]:
+    """The catalog of one tile of a collection, linking its items (at ``<tile>/catalog.json``).
+
+    Items are linked in the order given; the build passes them sorted by id, so the same items
+    always give the same bytes.
+    """
+    sentinel = "Sentinel-2" if collection_id == S2_COLLECTION else "Sentinel-1"
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": f"{collection_id}-{tile}",
+        "title": f"{sentinel} patches of tile {tile}",
+        "description": f"The BigEarthNet {sentinel} patches of Sentinel-2 tile {tile} ({collection_id}).",
+        "links": [
+            {"rel": "root", "href": "../../catalog.json", "type": JSON_MEDIA_TYPE},
+            {"rel": "parent", "href": "../collection.json", "type": JSON_MEDIA_TYPE},
+        ]
+        + [{"rel": "item", "href": f"./{i}/{i}.json", "type": GEOJSON_MEDIA_TYPE} for i in item_ids],
     }
 
 
@@ -397,3 +451,24 @@ class ExtentAccumulator:
     def summary(self) -> dict[str, Any]:
         return {"bbox": self.bbox, "start": self.start, "end": self.end, "count": self.count,
                 "epsg": self.epsg, "platforms": self.platforms}
+
+
+__all__ = [
+    "EXT",
+    "GEOJSON_MEDIA_TYPE",
+    "INDEX_MEDIA_TYPE",
+    "JSON_MEDIA_TYPE",
+    "STAC_VERSION",
+    "ExtentAccumulator",
+    "asset_path",
+    "asset_template",
+    "build_catalog",
+    "build_collection",
+    "build_item",
+    "build_tile_catalog",
+    "class_table",
+    "footprint",
+    "item_dir",
+    "item_path",
+    "tile_catalog_path",
+]
