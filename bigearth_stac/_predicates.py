@@ -31,6 +31,7 @@ import shapely
 import shapely.errors
 import shapely.geometry
 
+from bigearth_stac.contract import LABEL_MASK_COLUMNS, label_bits
 from bigearth_stac.vocab import PREFIX, UnknownLabelError
 
 INTERSECTS_UDF = "bes_intersects"
@@ -160,7 +161,38 @@ def quote(name: str) -> str:
 # -----------------------------------------------------------------------------------------------
 
 #: Columns that are not properties a filter may name.
-_NOT_QUERYABLE = {"type", "stac_version", "stac_extensions", "links", "assets", "bbox"}
+_NOT_QUERYABLE = {"type", "stac_version", "stac_extensions", "links", "assets", "bbox",
+                  *LABEL_MASK_COLUMNS.values()}
+
+
+def label_array_predicate(op: str, nomenclature: str, names: Sequence[str], columns: Columns) -> Predicate:
+    """An array operator on a label column, as a bit test on its mask column when the index has one.
+
+    DESIGN.md #15: ``list_has_any`` over 590k label arrays costs 130-190 ms; the same test on the
+    ``int64`` mask is a few ms. Indexes written before the masks existed use the arrays.
+    ``op``: ``a_overlaps`` (any), ``a_contains`` (all), ``a_containedBy``, ``a_equals``.
+    """
+    mask_column = LABEL_MASK_COLUMNS[nomenclature]
+    if mask_column in columns.masks:
+        bits = label_bits(names, nomenclature)
+        m = quote(mask_column)
+        sql = {
+            "a_overlaps": f"(({m} & ?) <> 0)",
+            "a_contains": f"(({m} & ?) = ?)",
+            "a_containedBy": f"(({m} & ~CAST(? AS BIGINT)) = 0)",
+            "a_equals": f"({m} = ?)",
+        }[op]
+        params: tuple[Any, ...] = (bits, bits) if op == "a_contains" else (bits,)
+        return Predicate(sql, params)
+    col = quote(f"{PREFIX}:labels_{nomenclature}")
+    sql = {
+        "a_overlaps": f"list_has_any({col}, ?::VARCHAR[])",
+        "a_contains": f"list_has_all({col}, ?::VARCHAR[])",
+        "a_containedBy": f"list_has_all(?::VARCHAR[], {col})",
+        "a_equals": f"(list_has_all({col}, ?::VARCHAR[]) AND list_has_all(?::VARCHAR[], {col}))",
+    }[op]
+    values = list(names)
+    return Predicate(f"({sql})", (values, values) if op == "a_equals" else (values,))
 
 
 @dataclass(frozen=True)
@@ -204,6 +236,8 @@ class Columns:
     """
 
     def __init__(self, schema: pa.Schema) -> None:
+        self.masks: frozenset[str] = frozenset(n for n in LABEL_MASK_COLUMNS.values() if n in schema.names)
+        """The label bit-mask columns this index has (see :func:`label_array_predicate`)."""
         self.by_name: dict[str, Column] = {}
         for f in schema:
             kind = _kind(f.type)

@@ -48,6 +48,7 @@ from bigearth_stac._predicates import (
     check_json_shape,
     excerpt,
     intersects,
+    label_array_predicate,
     not_,
     or_,
     parse_bbox,
@@ -451,6 +452,8 @@ class _Translator:
                 values = [check_label(v, nomenclature) for v in values]  # type: ignore[arg-type]
             except UnknownLabelError as exc:
                 raise LabelQueryError(f"{op} on {col.name}: {exc}") from None
+        if nomenclature:
+            return label_array_predicate(op, nomenclature, values, self.columns)
         if col.element == "number":
             cast = "BIGINT[]" if all(isinstance(v, int) for v in values) else "DOUBLE[]"
         else:

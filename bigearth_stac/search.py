@@ -44,6 +44,7 @@ from bigearth_stac._predicates import (
     excerpt,
     intersects,
     intersects_udf,
+    label_array_predicate,
     or_,
     parse_bbox,
     parse_geometry,
@@ -217,7 +218,7 @@ class Query:
         return "s1" if self.modality == "s1" else "s2"
 
 
-def _labels(labels: Any, match: str, prefer: Literal["19", "43"]) -> Predicate:
+def _labels(labels: Any, match: str, prefer: Literal["19", "43"], columns: Columns) -> Predicate:
     """Names of either nomenclature -> a predicate on the 19- and / or 43-class label columns.
 
     ``any``: the patch has one of the 19-class names OR one of the 43-class names; ``all``: it
@@ -232,9 +233,8 @@ def _labels(labels: Any, match: str, prefer: Literal["19", "43"]) -> Predicate:
         names = by_column.setdefault(nomenclature, [])
         if name not in names:
             names.append(name)
-    fn = "list_has_any" if match == "any" else "list_has_all"
-    parts = [Predicate(f"{fn}({quote(P('labels_' + n))}, ?::VARCHAR[])", (names,))
-             for n, names in sorted(by_column.items())]
+    op = "a_overlaps" if match == "any" else "a_contains"
+    parts = [label_array_predicate(op, n, names, columns) for n, names in sorted(by_column.items())]
     if not parts:
         return TRUE
     return or_(parts) if match == "any" else and_(parts)
@@ -257,7 +257,7 @@ def build_query(columns: Columns, options: SearchQuery) -> Query:
             raise QueryError(f"{name} must be True or False, got {excerpt(getattr(o, name))}")
     parts: list[Predicate] = []
     if o.labels is not None:
-        parts.append(_labels(o.labels, o.match, nomen))
+        parts.append(_labels(o.labels, o.match, nomen, columns))
     if o.bbox is not None:
         parts.append(bbox_predicate(parse_bbox(o.bbox)))
     if o.intersects is not None:

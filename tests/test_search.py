@@ -8,6 +8,7 @@ import inspect
 import pickle
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -262,3 +263,34 @@ def test_search_query_is_a_frozen_documented_dataclass(cat: Catalog, rows: list[
                   and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
     assert documented == set(SEARCH_PARAMETERS)
     assert {"SearchQuery", "QueryError", "LabelQueryError"} <= set(search_module.__all__)
+
+
+def test_label_masks_answer_like_the_label_arrays(synthetic_catalog: Path, tmp_path: Path) -> None:
+    """Label queries use the int64 masks (DESIGN.md #15) and agree with the arrays they encode."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from bigearth_stac.contract import LABEL_MASK_COLUMNS
+
+    old = tmp_path / "no-masks"
+    shutil.copytree(synthetic_catalog, old)
+    for path in (old / "index").glob("*.parquet"):
+        table = pq.read_table(path)
+        meta = table.schema.metadata
+        table = table.drop_columns([c for c in LABEL_MASK_COLUMNS.values() if c in table.column_names])
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    masked, arrays = Catalog.open(str(synthetic_catalog)), Catalog.open(str(old))
+    queries: list[dict[str, Any]] = [
+        {"labels": ["Coniferous forest", "Mixed forest"]},
+        {"labels": ["Coniferous forest", "Mixed forest"], "match": "all"},
+        {"labels": ["Pastures", "Olive groves"], "match": "any"},
+        {"filter": "a_containedBy(labels_19, ('Arable land', 'Pastures', 'Complex cultivation patterns'))"},
+        {"filter": "a_equals(labels_43, ('Non-irrigated arable land'))"},
+        {"filter": "a_contains(labels_43, ('Coniferous forest')) and not a_overlaps(labels_19, ('Urban fabric'))"},
+    ]
+    for q in queries:
+        sql, _ = masked.search(**q).sql()
+        assert "label_mask" in sql and "list_has" not in sql, sql
+        assert "label_mask" not in arrays.search(**q).sql()[0]
+        assert masked.search(**q).ids() == arrays.search(**q).ids(), q
