@@ -54,10 +54,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bigearth_stac.contract import (
+    CATALOG_FILE,
+    GEOJSON_MEDIA_TYPE,
+    INDEX_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    SCHEMA_MEDIA_TYPE,
+    STAGE_NAMES,
+)
 from bigearth_stac.settings import StorageSettings
 from catalog_builder.rawio import loads_bounded
 from catalog_builder.s3store import SHA256_META, S3Store, check_relative
-from catalog_builder.stac import INDEX_MEDIA_TYPE
 from catalog_builder.store import MANIFEST, STAGE_META, STAGE_ROOT, ManifestEntry, read_manifest
 
 log = logging.getLogger(__name__)
@@ -65,9 +72,8 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 """``(objects done, objects total)``, called after each object is skipped or verified."""
 
-STAGE_NAMES = {0: "COGs", 1: "items", 2: "index, collections, schema and manifest", 3: "root catalog"}
-ROOT_CATALOG = "catalog.json"
-JSON_TYPES = ("application/json", "application/geo+json", "application/schema+json")
+ROOT_CATALOG = CATALOG_FILE
+JSON_TYPES = (JSON_MEDIA_TYPE, GEOJSON_MEDIA_TYPE, SCHEMA_MEDIA_TYPE)
 
 #: An href that must never be published: an absolute local path, a file: URL, a Windows path,
 #: a backslash, user:password@ in a URL, or a presigned / signed query string.
@@ -183,7 +189,7 @@ def load_manifest(root: Path) -> list[ManifestEntry]:
         log.warning("%s does not list %s; publishing the local file as it is", path, ROOT_CATALOG)
         raw = local_root.read_bytes()
         entries.append(ManifestEntry(ROOT_CATALOG, len(raw), hashlib.sha256(raw).hexdigest(),
-                                     "application/json", STAGE_ROOT))
+                                     JSON_MEDIA_TYPE, STAGE_ROOT))
     entries.append(ManifestEntry(MANIFEST, len(data), hashlib.sha256(data).hexdigest(), INDEX_MEDIA_TYPE, STAGE_META))
     return entries
 

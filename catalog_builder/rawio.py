@@ -20,6 +20,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from bigearth_stac.hrefs import scheme_of
+
 if TYPE_CHECKING:
     from bigearth_stac.settings import StorageSettings
 
@@ -141,11 +143,12 @@ class LocalReader:
 
 def open_reader(location: str, settings: StorageSettings | None = None) -> RawReader:
     """A reader for a local folder or an ``s3://bucket/prefix`` URL."""
-    if location.startswith("s3://"):
+    scheme = scheme_of(location)
+    if scheme == "s3":
         from catalog_builder.s3raw import S3Reader  # optional dependency: boto3
 
         return S3Reader(location, settings=settings)
-    if "://" in location:
+    if scheme != "file":
         raise ValueError(f"unsupported raw data location {location!r}: use a local path or s3://")
     return LocalReader(location)
 

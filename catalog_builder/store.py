@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 # Publish order (a reader that sees an object of stage N finds every object of stages < N) and
 # the manifest's key are part of the catalog contract.
-from bigearth_stac.contract import MANIFEST, STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT  # noqa: E402, F401
+from bigearth_stac.contract import MANIFEST, STAGE_COG, STAGE_ITEM, STAGE_META, STAGE_ROOT  # noqa: F401
+from bigearth_stac.hrefs import scheme_of
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,12 @@ class LocalStore:
 
 def open_store(location: str, settings: StorageSettings | None = None) -> OutputStore:
     """A store for a local folder or ``s3://bucket/prefix``."""
-    if location.startswith("s3://"):
+    scheme = scheme_of(location)
+    if scheme == "s3":
         from catalog_builder.s3store import S3Store  # optional dependency: boto3
 
         return S3Store(location, settings=settings)
-    if "://" in location:
+    if scheme != "file":
         raise ValueError(f"unsupported output location {location!r}: use a local folder or s3://")
     return LocalStore(location)
 
