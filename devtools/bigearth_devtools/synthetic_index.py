@@ -26,6 +26,14 @@ import pyarrow.compute as pc
 import shapely
 from pyproj import Transformer
 
+from bigearth_stac.contract import (
+    CATALOG_FILE,
+    asset_path,
+    collection_path,
+    index_href,
+    item_path,
+    tile_catalog_path,
+)
 from bigearth_stac.vocab import (
     CODE_OF_43,
     LABELS_43,
@@ -152,7 +160,7 @@ def synthetic_tables(n: int | None = None, seed: int = 0, layout: str = "stacked
         cols["datetime"] = pa.array(times, pa.timestamp("us", tz="UTC"))
         cols["platform"] = pa.array([f"sentinel-{'2' if modality == 's2' else '1'}{i[2].lower()}" for i in ids])
         cols["bigearthnet:source_product"] = pa.array([f"{i[:3]}_synthetic_{t}" for i, t in zip(ids, tiles, strict=False)])
-        base = [f"../{cid}/{t}/{i}/" for t, i in zip(tiles, ids, strict=False)]
+        up = index_href(cid, ".")  # from the index file to the catalog root
         assets = table.column("assets").combine_chunks()
         new_assets = {}
         for k in [assets.type.field(j).name for j in range(assets.type.num_fields)]:
@@ -161,7 +169,7 @@ def synthetic_tables(n: int | None = None, seed: int = 0, layout: str = "stacked
             transform = np.stack([res, np.zeros(count), ulx, np.zeros(count), -res, uly], axis=1)
             new_assets[k] = _replace(
                 a,
-                href=pa.array([f"{b}{i}_{k}.tif" for b, i in zip(base, ids, strict=False)]),
+                href=pa.array([f"{up}/{asset_path(cid, t, i, k)}" for t, i in zip(tiles, ids, strict=False)]),
                 **{"file:size": pa.array(nrng.integers(20_000, 150_000, count)),
                    "file:checksum": pa.array(_checksums(nrng, count)),
                    "proj:transform": pa.array(transform.tolist(), a.field("proj:transform").type)},
@@ -170,7 +178,8 @@ def synthetic_tables(n: int | None = None, seed: int = 0, layout: str = "stacked
         links = table.column("links").combine_chunks()
         flat = links.flatten()
         hrefs = np.array(flat.field("href").to_pylist(), dtype=object)
-        hrefs[3::4] = [f"../{other}/{t}/{p}/{p}.json" for t, p in zip(tiles, partners, strict=False)]
+        hrefs[1::4] = [f"{up}/{tile_catalog_path(cid, t)}" for t in tiles]  # parent: the tile catalog
+        hrefs[3::4] = [f"{up}/{item_path(other, t, p)}" for t, p in zip(tiles, partners, strict=False)]
         titles = np.array(flat.field("title").to_pylist(), dtype=object)
         titles[3::4] = [f"{'Sentinel-1' if modality == 's2' else 'Sentinel-2'} partner {p}" for p in partners]
         new_flat = _replace(flat, href=pa.array(hrefs.tolist(), pa.string()), title=pa.array(titles.tolist(), pa.string()))
@@ -206,10 +215,10 @@ def write_synthetic_catalog(dest: str | Path, n: int | None = None, seed: int = 
         }
         collection = build_collection(modality, summary, layout, f"../{index_path(cid)}")  # type: ignore[arg-type]
         (root / cid).mkdir(parents=True, exist_ok=True)
-        (root / cid / "collection.json").write_text(json.dumps(collection, indent=1))
+        (root / collection_path(cid)).write_text(json.dumps(collection, indent=1))
         (root / index_path(cid)).parent.mkdir(parents=True, exist_ok=True)
         (root / index_path(cid)).write_bytes(table_to_parquet_bytes(table, collection, row_group_size))
-    (root / "catalog.json").write_text(json.dumps(build_catalog([S2_COLLECTION, S1_COLLECTION]), indent=1))
+    (root / CATALOG_FILE).write_text(json.dumps(build_catalog([S2_COLLECTION, S1_COLLECTION]), indent=1))
     return root
 
 
