@@ -638,32 +638,18 @@ def publishing() -> nbformat.NotebookNode:
         _md("""
             ## Validate
 
-            Every document (root catalog, collections, items) is validated against the STAC core
-            schemas and each extension it declares (projection, eo, raster, file, sar and the
-            project's own `bigearthnet:` extension, whose schema ships in the package). The
-            extension schemas are read from a local mirror, `../shared/stac-schemas` beside the
-            repository, when there is one; otherwise pystac downloads them.
+            Every document (root catalog, collections, tile catalogs, items) is validated against
+            the STAC core schemas and each extension it declares (projection, eo, raster, file, sar
+            and the project's own `bigearthnet:` extension). The package ships every schema it
+            needs, so validation is offline: nothing is downloaded. The catalog is crawlable:
+            collection -> one catalog per tile -> items, so any STAC tool finds every item.
             """),
         _code("""
-            import bigearth_stac
             from bigearth_stac.validate import validate_catalog
 
-
-            def find_schemas() -> Path | None:
-                # The repository holding this notebook (run from the repository root or notebooks/),
-                # else the one the package was installed from (editable install).
-                starts = [Path.cwd(), *Path.cwd().parents, Path(bigearth_stac.__file__).resolve().parents[1]]
-                for repo in (p for p in starts if (p / "pyproject.toml").is_file()):
-                    candidate = repo.parent / "shared" / "stac-schemas"
-                    if candidate.is_dir():
-                        return candidate
-                return None
-
-
-            schema_dir = find_schemas()
-            count, problems = validate_catalog(local, schema_dir)
-            print(f"validated {count} STAC documents ({'offline, ' + str(schema_dir) if schema_dir else 'online'}): "
-                  f"{len(problems)} problems")
+            count, problems = validate_catalog(local)
+            tiles = len(list(local.glob("*/*/catalog.json")))
+            print(f"validated {count} STAC documents (offline, {tiles} tile catalogs): {len(problems)} problems")
             for problem in problems[:10]:
                 print(" ", problem)
             """),
