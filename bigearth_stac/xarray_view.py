@@ -253,7 +253,10 @@ def mosaic(
     GDAL. Where patches overlap, the first non-zero value wins (``stackstac.mosaic``). Needs the
     per-band layout (single-band assets); zero is the fill value (nodata of BigEarthNet).
     """
-    import stackstac
+    try:
+        import stackstac
+    except ImportError:
+        raise ImportError("bigearth_stac.mosaic needs stackstac: pip install 'bigearth-stac[mosaic]'") from None
 
     settings = settings or StorageSettings.from_env()
     items = _items(source, modality, settings)
