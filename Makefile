@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup postgres demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	# The official tables and the six real pairs; --no-deps: its own dependencies are stale.
 	$(BIN)/python -m pip install -q --no-deps "bigearthnet-common==2.8.0"
-	$(BIN)/python -m pip install -q -e ".[dev,s3,torch,plot]"
+	$(BIN)/python -m pip install -q -e ".[dev,s3,torch,plot,server]"
 	# Development-only parts (test S3 server, fault proxy, synthetic index, demo): not shipped.
 	$(BIN)/python -m pip install -q --no-deps -e ./devtools
 	touch $@
@@ -26,7 +26,11 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml Makefile
 demo: setup
 	$(BIN)/python -m bigearth_devtools.demo
 
-test: setup
+# PostgreSQL + PostGIS for the STAC-API tests (Debian packages; a no-op when present).
+postgres:
+	./scripts/install-postgres.sh
+
+test: setup postgres
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 600 $(PYTEST_ARGS)
 
 lint: setup

@@ -18,6 +18,9 @@ _LAZY = {
     "Fetcher": "bigearth_stac.fetch",
     "FetchError": "bigearth_stac.fetch",
     "StorageSettings": "bigearth_stac.settings",
+    "ApiCatalog": "bigearth_stac.api",
+    "ApiSearchResult": "bigearth_stac.api",
+    "is_stac_api": "bigearth_stac.api",
     "Scope": "bigearth_stac.hrefs",
     "HrefError": "bigearth_stac.hrefs",
     "CatalogError": "bigearth_stac.catalog",
@@ -40,4 +43,4 @@ def __getattr__(name: str) -> Any:
 __all__ = ["Catalog", "SearchResult", "BigEarthNetStream", "SampleError", "to_xarray", "mosaic", "Fetcher",
            "FetchError", "StorageSettings", "Scope", "HrefError", "CatalogError", "QueryError",
            "UnknownLabelError", "StreamOptions", "DecodeError", "ShapeMismatchError",
-           "LabelQueryError", "UnsupportedOperator", "SearchQuery"]
+           "LabelQueryError", "UnsupportedOperator", "SearchQuery", "ApiCatalog", "ApiSearchResult", "is_stac_api"]

@@ -18,7 +18,8 @@ def main(verbose: int) -> None:
 
 
 # Each command lives in its own module, next to the library code it drives.
-for _module, _name in (("bigearth_stac.cli_search", "search"), ("bigearth_stac.cli_show", "show")):
+for _module, _name in (("bigearth_stac.cli_search", "search"), ("bigearth_stac.cli_show", "show"),
+                       ("bigearth_stac.cli_serve", "serve")):
     with contextlib.suppress(ImportError):  # a command whose module is absent is simply not offered
         main.add_command(getattr(importlib.import_module(_module), _name))
 

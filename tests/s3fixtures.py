@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bigearth_stac.settings import StorageSettings
 from bigearth_devtools.faultproxy import FaultProxy, start_fault_proxy
 from bigearth_devtools.s3server import (
     CONFLICTING_ENV,
@@ -25,6 +23,8 @@ from bigearth_devtools.s3server import (
     S3Server,
     start_s3_server,
 )
+
+from bigearth_stac.settings import StorageSettings
 
 _bucket_numbers = itertools.count()
 

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from bigearth_stac.catalog import Catalog
     from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_stac.catalog import Catalog
     from catalog_builder.build import BuildOptions, build
     from catalog_builder.s3store import S3Store
     from catalog_builder.sources import open_source
