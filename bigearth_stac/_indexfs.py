@@ -60,15 +60,48 @@ class _ReadOnlyFile(io.RawIOBase):
         return len(data)
 
 
+class ObjectChanged(OSError):
+    """A remote object answered with another size or ETag than when it was opened."""
+
+
+def _range_get(url: str, start: int, end: int, size: int, etag: str | None, timeout: float,
+               retry: Any) -> tuple[bytes, bool]:
+    """Bytes ``[start, end)`` of ``url`` by one ``Range`` GET (thread-safe), and whether the
+    server sent the whole object instead (it ignores ``Range``).
+
+    The answer must be of the object that was opened: a ``Content-Range`` total or an ``ETag``
+    that differs raises :class:`ObjectChanged` rather than mixing bytes of two versions.
+    """
+    req = urllib.request.Request(url, headers={"Range": f"bytes={start}-{end - 1}"})
+
+    def get() -> tuple[int, Any, bytes]:
+        with _NO_REDIRECTS.open(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+
+    status, headers, body = _retrying(get, retry, url)
+    tag = headers.get("ETag")
+    if etag is not None and tag is not None and tag != etag:
+        raise ObjectChanged(f"{url} changed while it was read (ETag {etag} -> {tag})")
+    if status == 206:
+        total = (headers.get("Content-Range") or "").rpartition("/")[2]
+        if total.isdigit() and int(total) != size:
+            raise ObjectChanged(f"{url} changed while it was read ({size} -> {total} bytes)")
+        return body[: end - start], False
+    if len(body) != size:
+        raise ObjectChanged(f"{url} changed while it was read ({size} -> {len(body)} bytes)")
+    return body, True
+
+
 class _HttpRangeFile(_ReadOnlyFile):
     """A seekable, read-only view of an HTTP object; each ``read`` is one ``Range`` GET."""
 
-    def __init__(self, url: str, size: int, timeout: float, retry: Any = None) -> None:
+    def __init__(self, url: str, size: int, timeout: float, retry: Any = None, etag: str | None = None) -> None:
         self.url = url
         self._retry = retry
         self._size = size
         self._pos = 0
         self._timeout = timeout
+        self._etag = etag
         self._whole: bytes | None = None  # servers that ignore Range: keep the body we got
 
     def readable(self) -> bool:
@@ -99,15 +132,9 @@ class _HttpRangeFile(_ReadOnlyFile):
     def _range(self, start: int, end: int) -> bytes:
         if self._whole is not None:
             return self._whole[start:end]
-        req = urllib.request.Request(self.url, headers={"Range": f"bytes={start}-{end - 1}"})
-
-        def get() -> tuple[int, bytes]:
-            with _NO_REDIRECTS.open(req, timeout=self._timeout) as resp:
-                return resp.status, resp.read()
-
-        status, body = _retrying(get, self._retry, self.url)
-        if status == 206:
-            return body[: end - start]
+        body, whole = _range_get(self.url, start, end, self._size, self._etag, self._timeout, self._retry)
+        if not whole:
+            return body
         log.warning("%s ignores Range requests; read the whole object (%d bytes)", self.url, len(body))
         self._whole = body
         return body[start:end]
@@ -120,7 +147,17 @@ class HttpRangeHandler(pafs.FileSystemHandler):
         self.origin = origin.rstrip("/")
         self.timeout = timeout
         self.retry = retry
-        self._sizes: dict[str, int] = {}
+        self._heads: dict[str, tuple[int, str | None, str | None]] = {}
+        """path -> (size, ETag, Last-Modified) from its HEAD, once per handler."""
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable (DataLoader workers): a fresh lock there
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __eq__(self, other: object) -> bool:
@@ -132,25 +169,40 @@ class HttpRangeHandler(pafs.FileSystemHandler):
     def _url(self, path: str) -> str:
         return self.origin + "/" + path.lstrip("/")
 
-    def _size(self, path: str) -> int:
+    def _head(self, path: str) -> tuple[int, str | None, str | None]:
         with self._lock:
-            if path in self._sizes:
-                return self._sizes[path]
+            if path in self._heads:
+                return self._heads[path]
         req = urllib.request.Request(self._url(path), method="HEAD")
 
-        def head() -> int:
+        def head() -> tuple[int, str | None, str | None]:
             with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:
-                return int(resp.headers["Content-Length"])
+                return int(resp.headers["Content-Length"]), resp.headers.get("ETag"), resp.headers.get("Last-Modified")
 
         try:
-            size = _retrying(head, self.retry, self._url(path))
+            found = _retrying(head, self.retry, self._url(path))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise FileNotFoundError(self._url(path)) from exc
             raise OSError(f"HEAD {self._url(path)}: HTTP {exc.code}") from exc
         with self._lock:
-            self._sizes[path] = size
-        return size
+            self._heads[path] = found
+        return found
+
+    def _size(self, path: str) -> int:
+        return self._head(path)[0]
+
+    def remote_object(self, path: str) -> tuple[int, str, Any]:
+        """``(size, version, read)`` of ``path`` (see :func:`remote_object`): one HEAD."""
+        size, etag, modified = self._head(path)
+        return size, f"etag:{etag}" if etag else f"modified:{modified or ''}", (
+            lambda start, end: self.read_range(path, start, end))
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``path`` by one ``Range`` GET; thread-safe (concurrent fetches)."""
+        size, etag, _ = self._head(path)
+        body, whole = _range_get(self._url(path), start, end, size, etag, self.timeout, self.retry)
+        return body[start:end] if whole else body
 
     # -- the parts pyarrow needs to read ---------------------------------------------------------
     def get_type_name(self) -> str:
@@ -172,7 +224,8 @@ class HttpRangeHandler(pafs.FileSystemHandler):
         return infos
 
     def open_input_file(self, path: str) -> pa.NativeFile:
-        return pa.PythonFile(_HttpRangeFile(self._url(path), self._size(path), self.timeout, self.retry), mode="r")
+        size, etag, _ = self._head(path)
+        return pa.PythonFile(_HttpRangeFile(self._url(path), size, self.timeout, self.retry, etag), mode="r")
 
     def open_input_stream(self, path: str) -> pa.NativeFile:
         url = self._url(path)
@@ -195,6 +248,41 @@ class HttpRangeHandler(pafs.FileSystemHandler):
     get_file_info_selector = create_dir = delete_dir = delete_dir_contents = _read_only
     delete_root_dir_contents = delete_file = move = copy_file = _read_only
     open_output_stream = open_append_stream = _read_only
+
+
+# -----------------------------------------------------------------------------------------------
+# Any filesystem: the identity check and thread-safe range reads (what the index cache needs)
+# -----------------------------------------------------------------------------------------------
+
+
+def remote_object(fs: pafs.FileSystem, path: str) -> tuple[int, str, Any]:
+    """``(size, version, read)`` of ``path`` in ``fs``: the identity check of the index cache (one
+    HEAD on http(s) and s3) and a thread-safe ``read(start, end) -> bytes`` (one range request per
+    call) that reuses what the check opened.
+
+    The version is the ETag where the store sends one, else the modification time: with the
+    size, what tells one version of a published object from the next.
+    """
+    handler = getattr(fs, "handler", None)
+    if handler is not None and hasattr(handler, "remote_object"):
+        return handler.remote_object(path)
+    try:
+        f = fs.open_input_file(path)  # s3: one HEAD, whose answer the file keeps
+    except FileNotFoundError:
+        raise
+    meta = {(k.decode() if isinstance(k, bytes) else k).lower(): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (f.metadata() or {}).items()}
+    if meta.get("etag"):
+        version = f"etag:{meta['etag']}"
+    elif meta.get("last-modified"):
+        version = f"modified:{meta['last-modified']}"
+    else:  # local files and stores that say nothing: the modification time
+        version = f"mtime:{fs.get_file_info(path).mtime_ns}"
+
+    def read(start: int, end: int) -> bytes:
+        return f.read_at(end - start, start)  # Arrow's ReadAt is thread-safe
+
+    return int(f.size()), version, read
 
 
 # -----------------------------------------------------------------------------------------------
@@ -276,6 +364,16 @@ class _CountingHandler(pafs.FileSystemHandler):
     def open_input_file(self, path: str) -> pa.NativeFile:
         self.stats.opens += 1
         return pa.PythonFile(_CountingReader(self.inner.open_input_file(path), self.stats), mode="r")
+
+    def remote_object(self, path: str) -> tuple[int, str, Any]:
+        size, version, inner = remote_object(self.inner, path)
+
+        def read(start: int, end: int) -> bytes:
+            data = inner(start, end)
+            self.stats.add(len(data))
+            return data
+
+        return size, version, read
 
     def open_input_stream(self, path: str) -> pa.NativeFile:
         self.stats.opens += 1

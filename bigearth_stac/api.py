@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -42,8 +41,6 @@ import pyarrow as pa
 from bigearth_stac import cql2sql
 from bigearth_stac._predicates import (
     Columns,
-    QueryError,
-    excerpt,
     parse_bbox,
     parse_geometry,
     parse_instant,
@@ -53,7 +50,7 @@ from bigearth_stac.catalog import CatalogError
 from bigearth_stac.contract import PROPERTY_TYPES, collection_path, prop
 from bigearth_stac.hrefs import HrefError, Scope, catalog_root, parse, scheme_of
 from bigearth_stac.samples import SAMPLE_SCHEMA, with_scope
-from bigearth_stac.search import MODALITIES, SEARCH_PARAMETERS, SearchQuery, build_query
+from bigearth_stac.search import SearchQuery, build_query, search_options
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import (
     COUNTRIES,
@@ -62,7 +59,6 @@ from bigearth_stac.vocab import (
     SEASONS,
     SPLITS,
     band_groups,
-    closest,
     resolve_label,
 )
 
@@ -330,19 +326,7 @@ def as_search_query(options: SearchQuery | None, kwargs: dict[str, Any],
     ``columns``: the queryable properties per modality (``s2``, ``s1``); default: those every
     catalog index has.
     """
-    unknown = sorted(set(kwargs) - set(SEARCH_PARAMETERS))
-    if unknown:
-        hint = closest(unknown[0], SEARCH_PARAMETERS)
-        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-        raise QueryError(f"unknown search parameter {unknown[0]!r}.{did} Parameters: {', '.join(SEARCH_PARAMETERS)}")
-    if options is None:
-        options = SearchQuery(**kwargs)
-    elif isinstance(options, SearchQuery):
-        options = replace(options, **kwargs)
-    else:
-        raise QueryError(f"search options must be a SearchQuery, got {excerpt(options)}")
-    if not isinstance(options.modality, str) or options.modality not in MODALITIES:
-        raise QueryError(f"unknown modality {excerpt(options.modality)}; allowed: {', '.join(MODALITIES)}")
+    options = search_options(options, kwargs)
     cols = (columns or {}).get("s1" if options.modality == "s1" else "s2") or index_columns()
     build_query(cols, options)  # raises QueryError / LabelQueryError exactly as embedded
     return options

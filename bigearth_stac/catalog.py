@@ -6,6 +6,11 @@ else is read until a search runs; item JSONs are never read. Local paths, ``http
 ``s3://`` work alike (see :mod:`bigearth_stac.io`): remote indexes are read by range requests,
 and each index's Parquet footer is read once and cached for the catalog's lifetime.
 
+Remote indexes are read through a local read-through cache (:mod:`bigearth_stac._indexcache`):
+a query fetches the column chunks it needs concurrently and keeps them on disk, keyed by the
+object's identity (URL, size, ETag or modification time, ``file:checksum``), so a repeated query,
+in this process or the next, reads nothing remote beyond the identity check made at open.
+
 A catalog is untrusted input (DESIGN.md #13): every link and asset href is resolved through the
 catalog's :class:`~bigearth_stac.hrefs.Scope` and refused, naming the href, if it leaves the
 catalog's root (or the extra roots the caller allows). The scope travels with search results
@@ -16,18 +21,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from bigearth_stac._indexcache import (
+    CACHE_ENV,
+    CacheEntry,
+    IndexCache,
+    RemoteObject,
+    cached_filesystem,
+)
+from bigearth_stac._indexfs import remote_object
 from bigearth_stac.contract import CATALOG_FILE, INDEX_ASSET, prop
-from bigearth_stac.hrefs import Scope, catalog_root, parse
+from bigearth_stac.hrefs import Scope, catalog_root, parse, scheme_of
 from bigearth_stac.io import filesystem_for, open_url, path_in_filesystem
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION
@@ -47,8 +63,35 @@ SCAN_OPTIONS = ds.ParquetFragmentScanOptions(
 )
 
 
+CacheOption = Union[IndexCache, str, "os.PathLike[str]", bool, None]
+"""How :meth:`Catalog.open` caches remote indexes: ``None`` or ``True`` the default cache
+(:func:`~bigearth_stac._indexcache.default_cache_dir`, 2 GiB), a folder, an :class:`IndexCache`,
+or ``False`` for none (every query reads its ranges remotely)."""
+
+REMOTE_SCHEMES = ("http", "https", "s3")
+
+
 class CatalogError(ValueError):
     """A catalog that cannot be opened or does not have what a search needs."""
+
+
+def _index_cache(option: CacheOption) -> IndexCache | None:
+    """The cache :meth:`Catalog.open` was asked for; a default cache that cannot be made is skipped."""
+    if option is False:
+        return None
+    if isinstance(option, IndexCache):
+        return option
+    if option is None or option is True:
+        if os.environ.get(CACHE_ENV, "").lower() == "off":
+            return None
+        try:
+            return IndexCache()
+        except OSError as exc:
+            log.warning("no index cache (%s); remote queries read their ranges every time", exc)
+            return None
+    if isinstance(option, (str, os.PathLike)):
+        return IndexCache(Path(option))
+    raise TypeError(f"cache must be an IndexCache, a folder, True, False or None, not {option!r}")
 
 
 @dataclass
@@ -63,15 +106,24 @@ class CollectionIndex:
     layout: str | None
     path: str
     filesystem: pafs.FileSystem
+    checksum: str | None = None
+    """The ``file:checksum`` of the collection's index asset, if it has one (part of the cache key)."""
+    cache: IndexCache | None = None
+    """Where remote reads are kept (``None``: not cached). Local indexes are never cached."""
 
     def __post_init__(self) -> None:
         self._dataset: ds.Dataset | None = None
+        self._entry: CacheEntry | None = None
+        self._chunks: dict[str, list[list[tuple[int, int]]]] | None = None
+        self._metadata: Any = None
         self._lock = threading.Lock()
+        self.hot: Any = None
+        """In-memory columns of this index for repeated searches (managed by :mod:`bigearth_stac.search`)."""
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_dataset", None)
-        state.pop("_lock", None)
+        for name in ("_dataset", "_entry", "_chunks", "_metadata", "_lock", "hot"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -79,23 +131,108 @@ class CollectionIndex:
         self.__post_init__()
 
     @property
+    def remote(self) -> bool:
+        return scheme_of(self.url) in REMOTE_SCHEMES
+
+    @property
     def dataset(self) -> ds.Dataset:
-        """The index as a ``pyarrow.dataset``, one fragment per row group, footer read once."""
+        """The index as a ``pyarrow.dataset``, one fragment per row group, footer read once.
+
+        A remote index with a cache reads through it: the identity check (one HEAD) picks the
+        cache entry, the footer comes from it (or from one request for the object's tail).
+        """
         with self._lock:
             if self._dataset is None:
                 fmt = ds.ParquetFileFormat(default_fragment_scan_options=SCAN_OPTIONS)
+                fs = self.filesystem
                 try:
-                    # Knowing the size spares a HEAD request each time a row group is opened on S3.
-                    size = self.filesystem.get_file_info(self.path).size
-                    whole = fmt.make_fragment(self.path, filesystem=self.filesystem, file_size=size)
+                    if self.cache is not None and self.remote:
+                        size, version, read = remote_object(self.filesystem, self.path)  # one HEAD
+                        fs = self._open_cached(RemoteObject(self.url, size, version, self.checksum, read))
+                    else:
+                        # Knowing the size spares a HEAD request each time a row group is opened on S3.
+                        size = self.filesystem.get_file_info(self.path).size
+                    whole = fmt.make_fragment(self.path, filesystem=fs, file_size=size)
                     whole.ensure_complete_metadata()  # reads the footer (one range request remote)
                 except (FileNotFoundError, OSError) as exc:
                     raise CatalogError(f"cannot read the index of {self.collection_id} at {self.url}: {exc}") from exc
                 # Row-group fragments carry their statistics: the scan prunes them without I/O.
                 fragments = whole.split_by_row_group()
-                self._dataset = ds.FileSystemDataset(fragments, whole.physical_schema, fmt, self.filesystem)
+                self._metadata = whole.metadata
+                self._dataset = ds.FileSystemDataset(fragments, whole.physical_schema, fmt, fs)
                 log.debug("opened index %s: %d row groups", self.url, len(fragments))
             return self._dataset
+
+    def _open_cached(self, obj: RemoteObject) -> pafs.FileSystem:
+        assert self.cache is not None
+        try:
+            entry = self.cache.open(obj)
+        except OSError as exc:  # an unwritable or full disk must not stop a search
+            log.warning("index cache %s unusable (%s): reading %s uncached", self.cache.directory, exc, self.url)
+            return self.filesystem
+        entry.prime_footer()
+        self._entry = entry
+        return cached_filesystem(self.path, entry)
+
+    # -- what a query reads ------------------------------------------------------------------------
+    @property
+    def num_row_groups(self) -> int:
+        _ = self.dataset
+        return int(self._metadata.num_row_groups)
+
+    def chunk_ranges(self, columns: Collection[str] | None, row_groups: Iterable[int] | None = None) -> list[tuple[int, int]]:
+        """Byte ranges of the column chunks of ``columns`` (top-level names; ``None``: all) in
+        ``row_groups`` (``None``: all), from the footer."""
+        _ = self.dataset
+        with self._lock:
+            if self._chunks is None:
+                meta = self._metadata
+                chunks: dict[str, list[list[tuple[int, int]]]] = {}
+                tops = [meta.schema.column(i).path.split(".", 1)[0] for i in range(meta.num_columns)]
+                for r in range(meta.num_row_groups):
+                    rg = meta.row_group(r)
+                    for i, top in enumerate(tops):
+                        col = rg.column(i)
+                        start = col.data_page_offset
+                        dictionary = col.dictionary_page_offset
+                        if col.has_dictionary_page and dictionary and 0 < dictionary < start:
+                            start = dictionary
+                        per_rg = chunks.setdefault(top, [[] for _ in range(meta.num_row_groups)])
+                        per_rg[r].append((start, start + col.total_compressed_size))
+                self._chunks = chunks
+        names = list(self._chunks) if columns is None else [c for c in columns if c in self._chunks]
+        groups = range(self._metadata.num_row_groups) if row_groups is None else row_groups
+        return [rng for g in groups for n in names for rng in self._chunks[n][g]]
+
+    def prefetch(self, columns: Collection[str] | None, row_groups: Iterable[int] | None = None) -> int:
+        """Fetch the chunks of ``columns`` in ``row_groups`` into the cache, concurrently, before a
+        scan asks for them one by one. Returns the bytes fetched (0 when local or cached)."""
+        if self._entry is None:
+            return 0
+        return self._entry.ensure(self.chunk_ranges(columns, row_groups))
+
+    def release(self) -> None:
+        """Drop what a query fetched but the (full) cache could not keep."""
+        if self._entry is not None:
+            self._entry.release()
+
+    def available(self, columns: Collection[str] | None) -> bool:
+        """Whether every row group of ``columns`` can be read without a remote request."""
+        if not self.remote:
+            return True
+        if self._entry is None:
+            return False
+        return self._entry.complete(self.chunk_ranges(columns))
+
+    def local_file(self) -> str | None:
+        """A plain local file holding the index bytes at their offsets (for DuckDB's own reader):
+        the index itself when local, else the cache entry's data file; ``None`` otherwise."""
+        _ = self.dataset
+        if self._entry is not None:
+            return str(self._entry.data_path)
+        if not self.remote and type(self.filesystem) is pafs.LocalFileSystem:
+            return self.path
+        return None
 
     @property
     def schema(self) -> pa.Schema:
@@ -103,11 +240,14 @@ class CollectionIndex:
 
     @property
     def num_rows(self) -> int:
-        return sum(f.row_groups[0].num_rows for f in self.dataset.get_fragments())
+        _ = self.dataset
+        return int(self._metadata.num_rows)
 
     @property
     def nbytes(self) -> int:
         """Size in bytes of the index file."""
+        if self._entry is not None:
+            return self._entry.size  # known since the identity check: no request
         return int(self.filesystem.get_file_info(self.path).size)
 
 
@@ -128,24 +268,37 @@ class Catalog:
 
     @classmethod
     def open(cls, url: str, settings: StorageSettings | None = None,
-             filesystem: pafs.FileSystem | None = None, allow: Sequence[str] = ()) -> Catalog:
-        """Open the root catalog at ``url`` (its ``catalog.json`` or the folder holding it).
+             filesystem: pafs.FileSystem | None = None, allow: Sequence[str] = (),
+             cache: CacheOption = None) -> Catalog:
+        """Open the root catalog at ``url`` (its ``catalog.json`` or the folder holding it), or a STAC API.
+
+        A ``http(s)`` URL that answers as a STAC API (a landing page with ``conformsTo``) opens
+        an :class:`~bigearth_stac.api.ApiCatalog` with the same ``search(...)`` (pgstac behind
+        stac-fastapi, see ``bigearth-stac serve``).
 
         ``settings`` configure ``s3://`` access; ``filesystem`` replaces the one chosen from the
         index URL's scheme for index reads (paths as :func:`bigearth_stac.io.path_in_filesystem`
         gives them). ``allow``: other roots (``s3://mirror/bigearthnet/``) whose objects this
         catalog may reference; by default every href must stay under the catalog's own folder,
-        else :class:`~bigearth_stac.hrefs.HrefError` names it.
+        else :class:`~bigearth_stac.hrefs.HrefError` names it. ``cache``: where remote index
+        bytes are kept between queries and processes (:data:`CacheOption`; default: the user's
+        cache folder, or ``$BIGEARTH_STAC_CACHE_DIR``; ``False``: none).
         """
+        from bigearth_stac.api import ApiCatalog, is_stac_api  # here: api imports this module
+
+        if filesystem is None and is_stac_api(str(url), settings):
+            return ApiCatalog.open(str(url), settings=settings, allow=allow)  # type: ignore[return-value]
         url = _root_document(str(url))
         scope = Scope.of_catalog(url, allow)
+        index_cache: list[IndexCache | None] = []  # made when the first remote index is found
         root = _read_json(url, settings, scope)
         indexes: dict[str, CollectionIndex] = {}
-        for link in _links(root, url):
-            if link.get("rel") != "child":
-                continue
-            coll_url = scope.resolve(url, link.get("href"))  # type: ignore[arg-type]
-            coll = _read_json(coll_url, settings, scope)
+        children = [scope.resolve(url, link.get("href"))  # type: ignore[arg-type]
+                    for link in _links(root, url) if link.get("rel") == "child"]
+        # The collections are read concurrently: one round trip for all, not one each.
+        with ThreadPoolExecutor(max(1, min(8, len(children))), thread_name_prefix="catalog-open") as pool:
+            documents = list(pool.map(lambda u: _read_json(u, settings, scope), children))
+        for coll_url, coll in zip(children, documents, strict=True):
             modality = MODALITY_OF.get(coll.get("id", "")) if isinstance(coll.get("id"), str) else None
             assets = coll.get("assets")
             asset = assets.get(INDEX_ASSET) if isinstance(assets, dict) else None
@@ -156,8 +309,13 @@ class Catalog:
             fs, path = ((filesystem, path_in_filesystem(index_url)) if filesystem is not None
                         else filesystem_for(index_url, settings))
             layout = coll.get(prop("layout"))
+            checksum = asset.get("file:checksum")
+            if scheme_of(index_url) in REMOTE_SCHEMES and not index_cache:
+                index_cache.append(_index_cache(cache))
             indexes[modality] = CollectionIndex(coll["id"], modality, index_url,
-                                                layout if isinstance(layout, str) else None, path, fs)
+                                                layout if isinstance(layout, str) else None, path, fs,
+                                                checksum if isinstance(checksum, str) else None,
+                                                index_cache[0] if index_cache else None)
         if "s2" not in indexes and "s1" not in indexes:
             raise CatalogError(f"{url} links no collection with a {INDEX_ASSET!r} asset "
                                f"(expected {S2_COLLECTION} and {S1_COLLECTION})")

@@ -1,15 +1,21 @@
 """Search a catalog's index: parameters -> one SQL predicate -> a lazy, columnar result.
 
-A search is answered with DuckDB core SQL over a ``pyarrow.dataset`` of the index (DESIGN.md #4):
-the parameters become one :class:`~bigearth_stac._predicates.Predicate` whose prefilter prunes
-row groups in the scan, DuckDB evaluates the exact SQL (labels with ``list_has_any`` /
-``list_has_all``, CQL2 through :mod:`bigearth_stac.cql2sql`), and footprints are tested exactly
-with shapely on the rows whose bbox survives.
+A search is answered with DuckDB core SQL over the index (DESIGN.md #4): the parameters become
+one :class:`~bigearth_stac._predicates.Predicate` whose prefilter prunes row groups by their
+statistics, DuckDB evaluates the exact SQL (labels as bit tests on the label masks, CQL2 through
+:mod:`bigearth_stac.cql2sql`), and footprints are tested exactly with shapely on the rows whose
+bbox survives.
+
+Where the rows come from is decided per query (see "where a query runs" below): the index's
+``pyarrow.dataset`` pruned to the surviving row groups (remote: their column chunks fetched
+concurrently into the local cache first), decoded row groups kept in memory for narrow queries,
+or whole columns kept in an in-memory DuckDB table for broad ones. All three give the same rows
+in index order; repeated searches of a session cost milliseconds at 590k rows.
 
 :class:`SearchResult` runs nothing until asked, and every method streams Arrow record batches
 with only the columns it needs, so a result of 500k rows costs the memory of one batch unless
 you ask for the whole table (``to_arrow()``) or for Python objects (``ids()``, iteration,
-``to_item_collection()``).
+``to_item_collection()``). Results leave DuckDB as Arrow.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,7 +60,7 @@ from bigearth_stac._predicates import (
     quote,
     time_predicate,
 )
-from bigearth_stac.contract import LABEL_MASK_COLUMNS
+from bigearth_stac.contract import CLC_FRACTIONS, LABEL_MASK_COLUMNS
 from bigearth_stac.samples import sample_table
 from bigearth_stac.vocab import (
     COUNTRIES,
@@ -333,15 +341,219 @@ def _cursor() -> duckdb.DuckDBPyConnection:
     return cur
 
 
-class _View:
-    """The index of one search registered on its own cursor, prefilter applied."""
+# -- where a query runs ----------------------------------------------------------------------------
+#
+# Three sources answer the same SQL with the same rows in the same order; each query takes the
+# first that applies:
+#
+# - the *hot table*, an in-memory DuckDB table of whole columns of the index, loaded once per
+#   index and process: a label over the whole archive then costs a few milliseconds instead of
+#   decoding 590k rows again. Used when it holds every column the query names; columns are
+#   loaded when a query would read at least :data:`HOT_MIN_SHARE` of the row groups anyway and
+#   their bytes are local (a local index, or every chunk already in the cache);
+# - *warm row groups*, decoded row groups kept in memory (Arrow) for the narrower queries (a
+#   region, a country): each row group's columns are decoded once, then registered as they are;
+# - a *scan* of the index's ``pyarrow.dataset`` pruned to the row groups whose statistics admit
+#   the prefilter: ``SELECT *``, wide columns, ``LIMIT`` and pages.
+#
+# Remote indexes: before the warm or scan read, the column chunks of the surviving row groups are
+# fetched into the cache concurrently (``CollectionIndex.prefetch``), so the scan reads local bytes.
+
+HOT_MIN_SHARE = 0.25
+"""Share of row groups a query must read before its columns are loaded into the hot table."""
+HOT_MAX_BYTES = 768 * 2**20
+"""Largest hot table per index (uncompressed size of its columns in the Parquet footer)."""
+HOT_SKIP = frozenset({"assets", "links", "stac_extensions", CLC_FRACTIONS})
+"""Columns never loaded into the hot table (wide structs that searches do not filter on)."""
+WARM_MAX_BYTES = 256 * 2**20
+"""Memory for decoded row groups per index; least recently used row groups are dropped first.
+A query whose row groups (its columns, decoded) take at most half of it reads them from memory,
+decoding once what is not there: a region query then costs no Parquet decoding when repeated."""
+_GLOB = frozenset("*?[{")
+
+_IDENT = re.compile(r'"((?:[^"]|"")*)"|([A-Za-z_][A-Za-z0-9_]*)')
+
+
+def referenced_columns(sql: str, names: Iterable[str]) -> set[str]:
+    """The columns of ``names`` that ``sql`` may read: every quoted or bare identifier that is one.
+
+    Over-approximates (a function or alias spelt like a column counts), never misses a column
+    that the SQL names; ``SELECT *`` is the caller's to handle.
+    """
+    wanted = set(names)
+    found = set()
+    for quoted, bare in _IDENT.findall(sql):
+        name = quoted.replace('""', '"') if quoted else bare
+        if name in wanted:
+            found.add(name)
+    return found
+
+
+def _drop_table(pid: int, name: str) -> None:
+    if os.getpid() != pid:
+        return
+    with _BASE_LOCK:
+        base = _BASE.get(pid)
+    if base is not None:
+        with contextlib.suppress(Exception):
+            base.cursor().execute(f"DROP TABLE IF EXISTS {name}")
+
+
+class _WarmGroups:
+    """Decoded row groups of one index (Arrow, by column), least recently used dropped first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.groups: OrderedDict[int, dict[str, pa.ChunkedArray]] = OrderedDict()
+        self.nbytes = 0
+
+    def table(self, index: CollectionIndex, row_groups: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The rows of ``row_groups`` (in order), ``columns`` only, decoding what is not in memory."""
+        schema = pa.schema([index.schema.field(c) for c in columns])
+        if not row_groups:
+            return schema.empty_table()
+        fragments = None
+        parts = []
+        for rg in row_groups:
+            with self.lock:
+                have = self.groups.get(rg, {})
+                missing = [c for c in columns if c not in have]
+                if not missing:
+                    self.groups.move_to_end(rg)
+            if missing:
+                if fragments is None:
+                    fragments = {f.row_groups[0].id: f for f in index.dataset.get_fragments()}
+                decoded = fragments[rg].to_table(columns=missing, schema=index.schema, use_threads=False)
+                with self.lock:
+                    have = self.groups.setdefault(rg, {})
+                    for c in missing:
+                        if c not in have:
+                            have[c] = decoded.column(c)
+                            self.nbytes += decoded.column(c).nbytes
+                    self.groups.move_to_end(rg)
+                    while self.nbytes > WARM_MAX_BYTES and len(self.groups) > 1:
+                        _, dropped = self.groups.popitem(last=False)
+                        self.nbytes -= sum(a.nbytes for a in dropped.values())
+            parts.append(pa.Table.from_arrays([have[c] for c in columns], schema=schema))
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+class _HotTable:
+    """Whole columns of one index in an in-memory DuckDB table of this process's search database
+    (and, for narrow queries, decoded row groups: :attr:`warm`)."""
+
+    def __init__(self, index: CollectionIndex) -> None:
+        self.pid = os.getpid()
+        self.name = "hot_" + uuid.uuid4().hex[:12]
+        self.columns: frozenset[str] = frozenset()
+        self.nbytes = 0
+        self.failed = False
+        self.lock = threading.Lock()
+        self.warm = _WarmGroups()
+        self.sizes: dict[str, int] | None = None
+        weakref.finalize(index, _drop_table, self.pid, self.name)
+
+    @classmethod
+    def of(cls, index: CollectionIndex) -> _HotTable:
+        hot = index.hot
+        if not isinstance(hot, _HotTable) or hot.pid != os.getpid():
+            with _BASE_LOCK:
+                hot = index.hot
+                if not isinstance(hot, _HotTable) or hot.pid != os.getpid():
+                    hot = index.hot = cls(index)
+        return hot
+
+    def covers(self, columns: set[str]) -> bool:
+        return bool(self.columns) and columns <= self.columns
+
+    def load(self, index: CollectionIndex, columns: set[str]) -> bool:
+        """Add ``columns`` (all row groups) to the table; ``False`` if they may not or cannot be."""
+        with self.lock:
+            new = sorted(columns - self.columns)
+            if not new:
+                return bool(self.columns)  # an empty set of columns is answered by any existing table
+            if self.failed or not columns.isdisjoint(HOT_SKIP):
+                return False
+            size = _uncompressed(index, new)
+            if self.nbytes + size > HOT_MAX_BYTES or not index.available(new):  # local, or all cached
+                return False
+            select = ", ".join(quote(c) for c in new)
+            path = index.local_file()
+            con = _cursor()
+            try:
+                if path is not None and _GLOB.isdisjoint(path):
+                    escaped = path.replace("'", "''")
+                    source = f"(SELECT {select} FROM read_parquet('{escaped}'))"
+                else:
+                    con.register("hot_source", index.dataset.to_table(columns=new))
+                    source = "hot_source"
+                if self.columns:
+                    text = f"CREATE OR REPLACE TABLE {self.name} AS SELECT * FROM {self.name} POSITIONAL JOIN {source}"
+                else:
+                    text = f"CREATE OR REPLACE TABLE {self.name} AS SELECT * FROM {source}"
+                con.execute(text)
+                rows = con.execute(f"SELECT count(*) FROM {self.name}").fetchall()[0][0]
+                if rows != index.num_rows:
+                    raise duckdb.Error(f"{rows} rows loaded, the index has {index.num_rows}")
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                # Never a wrong answer: the scan stays the way to answer.
+                log.warning("searches of %s keep scanning the index: loading %s failed: %s", index.url, new, exc)
+                self.failed = True
+                with contextlib.suppress(duckdb.Error):
+                    con.execute(f"DROP TABLE IF EXISTS {self.name}")
+                self.columns = frozenset()
+                return False
+            finally:
+                con.close()
+            self.columns = self.columns | set(new)
+            self.nbytes += size
+            log.debug("hot table of %s: + %s (%d MB)", index.url, new, size >> 20)
+            return True
+
+
+def _uncompressed(index: CollectionIndex, columns: Sequence[str]) -> int:
+    """Decoded size of ``columns`` (all row groups), from the footer."""
+    hot = _HotTable.of(index)
+    sizes = hot.sizes
+    if sizes is None:
+        meta = index.dataset and index._metadata  # the footer, read once
+        sizes = {}
+        for i in range(meta.num_columns):
+            top = meta.schema.column(i).path.split(".", 1)[0]
+            sizes[top] = sizes.get(top, 0) + sum(meta.row_group(r).column(i).total_uncompressed_size
+                                                 for r in range(meta.num_row_groups))
+        hot.sizes = sizes
+    return sum(sizes.get(c, 0) for c in columns)
+
+
+class _Scan:
+    """The index of one search registered on its cursor as a pruned ``pyarrow.dataset``."""
 
     def __init__(self, index: CollectionIndex, prefilter: pc.Expression | None) -> None:
-        self.index = index
         self.name = "items_" + uuid.uuid4().hex[:12]
-        self.con = _cursor()
-        self.con.register(self.name, pruned(index.dataset, prefilter))
-        weakref.finalize(self, self.con.close)
+        self.dataset, self.row_groups = _pruned(index.dataset, prefilter)
+        self.share = len(self.row_groups) / max(1, index.num_row_groups)
+        self.registered = False
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> str:
+        if not self.registered:
+            con.register(self.name, self.dataset)
+            self.registered = True
+        return self.name
+
+
+def _pruned(dataset: ds.FileSystemDataset, prefilter: pc.Expression | None) -> tuple[ds.Dataset, list[int]]:
+    if prefilter is None:
+        return dataset, [f.row_groups[0].id for f in dataset.get_fragments()]
+    keep = []
+    for fragment in dataset.get_fragments():  # one fragment per row group (CollectionIndex.dataset)
+        # subset() only tells whether the row group survives; the fragment it returns reads the
+        # whole file when scanned (pyarrow 26), so keep the original one.
+        sub = fragment.subset(prefilter)
+        if sub is not None and sub.num_row_groups:
+            keep.append(fragment)
+    kept = ds.FileSystemDataset(keep, dataset.schema, dataset.format, dataset.filesystem).filter(prefilter)
+    return kept, [f.row_groups[0].id for f in keep]
 
 
 def pruned(dataset: ds.FileSystemDataset, prefilter: pc.Expression | None) -> ds.Dataset:
@@ -351,16 +563,7 @@ def pruned(dataset: ds.FileSystemDataset, prefilter: pc.Expression | None) -> ds
     than leaving it to the scan saves opening every row group's fragment (about 1 ms each
     locally, a HEAD request each on S3).
     """
-    if prefilter is None:
-        return dataset
-    keep = []
-    for fragment in dataset.get_fragments():  # one fragment per row group (CollectionIndex.dataset)
-        # subset() only tells whether the row group survives; the fragment it returns reads the
-        # whole file when scanned (pyarrow 26), so keep the original one.
-        sub = fragment.subset(prefilter)
-        if sub is not None and sub.num_row_groups:
-            keep.append(fragment)
-    return ds.FileSystemDataset(keep, dataset.schema, dataset.format, dataset.filesystem).filter(prefilter)
+    return _pruned(dataset, prefilter)[0]
 
 
 class SearchResult:
@@ -380,7 +583,8 @@ class SearchResult:
         self.catalog = catalog
         self.query = query
         self.index = catalog.index(query.index_modality)
-        self._view: _View | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._scan: _Scan | None = None
         self._len: int | None = None
 
     def __repr__(self) -> str:
@@ -388,34 +592,79 @@ class SearchResult:
         return f"<SearchResult {self.query.modality} {n} rows of {self.index.url}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"catalog": self.catalog, "query": self.query, "index": self.index, "_view": None, "_len": self._len}
+        return {"catalog": self.catalog, "query": self.query, "index": self.index, "_con": None, "_scan": None,
+                "_len": self._len}
 
     # -- SQL ---------------------------------------------------------------------------------------
     @property
-    def view(self) -> _View:
-        if self._view is None:
-            self._view = _View(self.index, self.query.predicate.prefilter)
-        return self._view
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """This result's cursor on the process's search database."""
+        if self._con is None:
+            self._con = _cursor()
+            weakref.finalize(self, self._con.close)
+        return self._con
+
+    def _source(self, select: str, sized: bool = False) -> str:
+        """The table a query projecting ``select`` reads: the hot table if it holds the query's
+        columns (loading them if worth it), else this result's scan, its chunks fetched first."""
+        pred = self.query.predicate
+        names = self.index.schema.names
+        columns = None if select.strip() == "*" else referenced_columns(f"{select} {pred.sql}", names)
+        hot = _HotTable.of(self.index)
+        if columns is not None and hot.covers(columns):
+            return hot.name
+        if self._scan is None:
+            self._scan = _Scan(self.index, pred.prefilter)
+        scan = self._scan
+        if columns is not None and scan.share >= HOT_MIN_SHARE and hot.load(self.index, columns):
+            return hot.name
+        if (columns and self.query.limit is None and not sized
+                and _uncompressed(self.index, list(columns)) * scan.share <= WARM_MAX_BYTES / 2):
+            ordered = [c for c in names if c in columns]
+            self.index.prefetch(ordered, scan.row_groups)
+            name = "warm_" + uuid.uuid4().hex[:12]
+            self.con.register(name, hot.warm.table(self.index, scan.row_groups, ordered))
+            return name
+        if self.query.limit is None and not sized:
+            # Everything the scan will read, in few concurrent requests (a LIMIT may stop early:
+            # its reads stay on demand).
+            self.index.prefetch(columns, scan.row_groups)
+        return scan.register(self.con)
 
     def sql(self, select: str = "*") -> tuple[str, tuple[Any, ...]]:
         """The SQL (with ``?`` parameters) that yields the result's rows, projected to ``select``."""
+        return self._sql(select, self._source(select))
+
+    def _sql(self, select: str, source: str) -> tuple[str, tuple[Any, ...]]:
         pred = self.query.predicate
-        text = f"SELECT {select} FROM {self.view.name} WHERE {pred.sql}"
+        text = f"SELECT {select} FROM {source} WHERE {pred.sql}"
         if self.query.limit is not None:
             text += f" LIMIT {int(self.query.limit)}"
         return text, pred.params
 
     def _relation(self, select: str = "*", offset: int | None = None, size: int | None = None) -> duckdb.DuckDBPyRelation:
-        text, params = self.sql(select)
+        text, params = self._sql(select, self._source(select, sized=size is not None))
         if size is not None:
             text = f"SELECT * FROM ({text}) LIMIT {int(size)} OFFSET {int(offset or 0)}"
         with _answering(self.query):
-            return self.view.con.sql(text, params=list(params))
+            return self.con.sql(text, params=list(params))
+
+    def _table(self, select: str = "*", offset: int | None = None, size: int | None = None) -> pa.Table:
+        """The rows projected to ``select`` as one Arrow table (what leaves DuckDB)."""
+        try:
+            relation = self._relation(select, offset, size)
+            with _answering(self.query):
+                return relation.to_arrow_table()
+        finally:
+            self.index.release()
 
     def _stream(self, select: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Record batches of the result projected to ``select``, as DuckDB produces them."""
-        with _answering(self.query):
-            yield from self._relation(select).to_arrow_reader(batch_size)
+        try:
+            with _answering(self.query):
+                yield from self._relation(select).to_arrow_reader(batch_size)
+        finally:
+            self.index.release()
 
     def _columns(self, columns: Sequence[str] | None) -> str:
         if columns is None:
@@ -439,8 +688,11 @@ class SearchResult:
     def __len__(self) -> int:
         if self._len is None:
             text, params = self.sql("1")
-            with _answering(self.query):
-                row = self.view.con.sql(f"SELECT count(*) FROM ({text})", params=list(params)).fetchall()
+            try:
+                with _answering(self.query):
+                    row = self.con.sql(f"SELECT count(*) FROM ({text})", params=list(params)).fetchall()
+            finally:
+                self.index.release()
             self._len = int(row[0][0])
         return self._len
 
@@ -461,15 +713,12 @@ class SearchResult:
 
     def to_arrow(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole result as one Arrow table (all index columns unless ``columns`` names some)."""
-        relation = self._relation(self._columns(columns))
-        with _answering(self.query):
-            return self._conform(relation.to_arrow_table())
+        return self._conform(self._table(self._columns(columns)))
 
     def ids(self) -> list[str]:
         """Ids of the matching items."""
-        relation = self._relation("id")
-        with _answering(self.query):
-            return relation.to_arrow_table().column("id").to_pylist()
+        ids = self._table("id").column("id")
+        return ids.to_numpy(zero_copy_only=False).tolist() if len(ids) else []
 
     def pages(self, size: int = 1000, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
         """Tables of ``size`` rows (the last may be shorter), streamed."""
@@ -493,9 +742,7 @@ class SearchResult:
         size = as_int(size, "page size", 1)
         if number * size > INT64_MAX:
             raise QueryError(f"page {number:,} of {size:,} rows starts beyond the largest offset ({INT64_MAX:,})")
-        relation = self._relation(self._columns(columns), number * size, size)
-        with _answering(self.query):
-            return self._conform(relation.to_arrow_table())
+        return self._conform(self._table(self._columns(columns), number * size, size))
 
     # -- Python rows -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -571,15 +818,16 @@ class SearchResult:
             "id", f"{asset_struct} AS assets", quote(P("layout")), quote(P("labels_19")), quote(P("labels_43")),
             quote(P("split")), quote(P("s1_id")), quote(P("tile")),
         ])
-        with _answering(self.query):
-            rows = self._relation(select).to_arrow_table()
+        rows = self._table(select)
         if self.query.modality != "pair":
             return sample_table(rows, self.index.url, self.query.modality, scope=self.catalog.scope)
         partner = self.catalog.index("s1")
         tiles = pc.unique(rows.column(P("tile"))).to_pylist()
         con = _cursor()
         try:
-            con.register("s1", pruned(partner.dataset, pc.field(P("tile")).isin(tiles) if tiles else None))
+            s1, groups = _pruned(partner.dataset, pc.field(P("tile")).isin(tiles) if tiles else None)
+            partner.prefetch(["id", "assets", P("layout"), P("tile")], groups)
+            con.register("s1", s1)
             con.register("wanted", rows.select([P("s1_id")]))
             keys = [partner.schema.field("assets").type.field(i).name
                     for i in range(partner.schema.field("assets").type.num_fields)]
@@ -590,6 +838,7 @@ class SearchResult:
                 f"WHERE id IN (SELECT {quote(P('s1_id'))} FROM wanted)").to_arrow_table()
         finally:
             con.close()
+            partner.release()
         return sample_table(rows, self.index.url, "pair", s1_rows, partner.url, scope=self.catalog.scope)
 
     def to_torch(self, options: Any = None, **kwargs: Any) -> Any:
@@ -610,6 +859,29 @@ class SearchResult:
         return to_xarray(self, **kwargs)
 
 
+def search_options(options: SearchQuery | None, kwargs: Mapping[str, Any]) -> SearchQuery:
+    """The :class:`SearchQuery` of ``search(options, **kwargs)``: keywords override ``options``.
+
+    Unknown keywords, a non-``SearchQuery`` ``options`` and an unknown modality are
+    :class:`QueryError`; the rest is validated by :func:`build_query`. Every search backend
+    (embedded, STAC API) starts here.
+    """
+    unknown = sorted(set(kwargs) - set(SEARCH_PARAMETERS))
+    if unknown:
+        hint = closest(unknown[0], SEARCH_PARAMETERS)
+        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise QueryError(f"unknown search parameter {unknown[0]!r}.{did} Parameters: {', '.join(SEARCH_PARAMETERS)}")
+    if options is None:
+        options = SearchQuery(**kwargs)
+    elif isinstance(options, SearchQuery):
+        options = replace(options, **kwargs)
+    else:
+        raise QueryError(f"search options must be a SearchQuery, got {excerpt(options)}")
+    if not isinstance(options.modality, str) or options.modality not in MODALITIES:
+        raise QueryError(f"unknown modality {excerpt(options.modality)}; allowed: {', '.join(MODALITIES)}")
+    return options
+
+
 def search(catalog: Catalog, options: SearchQuery | None = None, /, **kwargs: Any) -> SearchResult:
     """Search ``catalog``; every given parameter must hold (AND).
 
@@ -625,23 +897,11 @@ def search(catalog: Catalog, options: SearchQuery | None = None, /, **kwargs: An
     A bad value raises :class:`QueryError` (an unknown class name :class:`LabelQueryError`, which
     is also a :class:`~bigearth_stac.vocab.UnknownLabelError`) naming it and what is allowed.
     """
-    unknown = sorted(set(kwargs) - set(SEARCH_PARAMETERS))
-    if unknown:
-        hint = closest(unknown[0], SEARCH_PARAMETERS)
-        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-        raise QueryError(f"unknown search parameter {unknown[0]!r}.{did} Parameters: {', '.join(SEARCH_PARAMETERS)}")
-    if options is None:
-        options = SearchQuery(**kwargs)
-    elif isinstance(options, SearchQuery):
-        options = replace(options, **kwargs)
-    else:
-        raise QueryError(f"search options must be a SearchQuery, got {excerpt(options)}")
-    if not isinstance(options.modality, str) or options.modality not in MODALITIES:
-        raise QueryError(f"unknown modality {excerpt(options.modality)}; allowed: {', '.join(MODALITIES)}")
+    options = search_options(options, kwargs)
     index = catalog.index("s1" if options.modality == "s1" else "s2")
     return SearchResult(catalog, build_query(Columns(index.schema), options))
 
 
 __all__ = ["MAX_BATCH", "ROW_COLUMNS", "SEARCH_PARAMETERS", "LabelQueryError", "Query", "QueryError", "SearchQuery",
-           "SearchResult", "build_query", "connect", "search"]
+           "SearchResult", "build_query", "connect", "search", "search_options"]
 

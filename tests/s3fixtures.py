@@ -103,3 +103,12 @@ def fault_proxy(s3_server: S3TestServer) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the session's server (forwards everything by default)."""
     with start_fault_proxy(s3_server.endpoint_url) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Remote-index reads cache into a folder of the test session, never the user's cache."""
+    folder = tmp_path_factory.mktemp("index-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIGEARTH_STAC_CACHE_DIR", str(folder))
+        yield folder

@@ -1,5 +1,6 @@
 """Indexes over real HTTP (a range-capable server process) and loopback S3 (moto): same answers
-as local, and a selective query reads only a fraction of the index (bytes counted client-side)."""
+as local, a selective query reads only a fraction of the index (bytes counted client-side), and
+what was read once is not read again (the local index cache)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from bigearth_devtools.synthetic_index import write_synthetic_catalog
 
 from bigearth_stac import Catalog
 from bigearth_stac._indexfs import counting_filesystem
 from bigearth_stac.io import filesystem_for
-from bigearth_devtools.synthetic_index import write_synthetic_catalog
 
 QUERIES = [
     {"labels": ["Coniferous forest"], "split": "train"},
@@ -51,47 +52,64 @@ def _tile_bbox(cat: Catalog, tile: str) -> list[float]:
             max(t.field("xmax").to_pylist()), max(t.field("ymax").to_pylist())]
 
 
-def _check_remote(local: Catalog, url: str, settings: object = None) -> None:
+def _check_remote(local: Catalog, url: str, settings: object, cache_dir: Path) -> None:
     inner, _ = filesystem_for(url, settings)  # type: ignore[arg-type]
-    fs, stats = counting_filesystem(inner)
-    remote = Catalog.open(url, settings=settings, filesystem=fs)  # type: ignore[arg-type]
+
+    def open_counted(cache: object) -> tuple[Catalog, object]:
+        fs, stats = counting_filesystem(inner)
+        return Catalog.open(url, settings=settings, filesystem=fs, cache=cache), stats  # type: ignore[arg-type]
+
+    remote, stats = open_counted(cache_dir / "answers")
     for q in QUERIES:
         assert remote.search(**q).ids() == local.search(**q).ids(), q
     size = remote.index("s2").nbytes
 
-    # The footer is read once per catalog, not once per query.
-    stats.reset()
-    remote.search(split="test").ids()
-    first = stats.bytes
-    stats.reset()
-    remote.search(split="test").ids()
-    assert stats.bytes == first
+    # Without a cache nothing is kept on disk: another catalog reads the same ranges again
+    # (its footer once, at open).
+    read = []
+    for _ in range(2):
+        uncached, stats = open_counted(False)
+        _ = uncached.index("s2").dataset
+        stats.reset()  # type: ignore[attr-defined]
+        uncached.search(split="test").ids()
+        read.append(stats.bytes)  # type: ignore[attr-defined]
+    assert read[0] == read[1] > 0
 
-    # One tile's bbox with a label: few row groups, few columns.
+    # One tile's bbox with a label, cold cache: few row groups, few columns.
     bbox = _tile_bbox(local, "33UUP")
+    fresh, stats = open_counted(cache_dir / "selective")
+    _ = fresh.index("s2").dataset
     stats.reset()
-    hits = remote.search(labels=["Coniferous forest"], bbox=bbox, split="train").ids()
+    hits = fresh.search(labels=["Coniferous forest"], bbox=bbox, split="train").ids()
     assert hits == local.search(labels=["Coniferous forest"], bbox=bbox, split="train").ids()
     assert 0 < stats.bytes < 0.10 * size, (stats.bytes, size)
-
-    # Sanity: reading everything reads (nearly) the whole index.
+    # The same query again reads nothing remote.
     stats.reset()
-    remote.search().to_arrow()
+    assert fresh.search(labels=["Coniferous forest"], bbox=bbox, split="train").ids() == hits
+    assert stats.bytes == 0
+
+    # Sanity: reading everything reads (nearly) the whole index, once.
+    whole, stats = open_counted(cache_dir / "whole")
+    _ = whole.index("s2").dataset
+    stats.reset()
+    everything = whole.search().to_arrow()
     assert stats.bytes > 0.8 * size
+    assert everything.equals(local.search().to_arrow())
 
-    # The loader's input resolves hrefs against the remote index URL.
+    # The loader's input resolves hrefs against the remote index URL, never the cache.
     pairs = remote.search(modality="pair", labels=["Coniferous forest"], bbox=bbox).sample_table()
-    assert all(h.startswith(url.rsplit("/", 1)[0]) for h in pairs.column("s1_assets").combine_chunks().flatten().to_pylist())
+    hrefs = pairs.column("s1_assets").combine_chunks().flatten().to_pylist()
+    assert hrefs and all(h.startswith(url.rsplit("/", 1)[0]) for h in hrefs)
 
 
-def test_http_index(big_catalog: Path, http_root: str) -> None:
-    _check_remote(Catalog.open(str(big_catalog)), f"{http_root}/catalog.json")
+def test_http_index(big_catalog: Path, http_root: str, tmp_path: Path) -> None:
+    _check_remote(Catalog.open(str(big_catalog)), f"{http_root}/catalog.json", None, tmp_path)
 
 
-def test_s3_index(big_catalog: Path, s3_server) -> None:  # type: ignore[no-untyped-def]
+def test_s3_index(big_catalog: Path, s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bucket = s3_server.create_bucket("search-remote")
     s3_server.upload_tree(big_catalog, bucket, "cat")
-    _check_remote(Catalog.open(str(big_catalog)), f"s3://{bucket}/cat/catalog.json", s3_server.settings)
+    _check_remote(Catalog.open(str(big_catalog)), f"s3://{bucket}/cat/catalog.json", s3_server.settings, tmp_path)
 
 
 def test_missing_catalog_says_where(tmp_path: Path) -> None:
