@@ -38,7 +38,9 @@ __all__ = [
     "CLC_FRACTIONS",
     "CLC_FRACTIONS_TYPE",
     "COLLECTION_IDS",
+    "PREDECESSOR_REL",
     "REFERENCE_MAP_ASSET",
+    "REFERENCE_MAP_BAND",
     "RELEASES",
     "S1_V2_COLLECTION",
     "S2_V2_COLLECTION",
@@ -124,6 +126,12 @@ def release_and_modality(collection: str) -> tuple[str, str] | None:
 
 REFERENCE_MAP_ASSET = "reference_map"
 """v2 S2 items: the pixel-level reference map, a COG of CLC Level-3 codes (uint16, 120 x 120)."""
+REFERENCE_MAP_BAND = "clc_code"
+"""The one band of a reference-map asset: CLC Level-3 codes on the grid of the 10 m bands, nodata
+:data:`~bigearth_stac.vocab.CLC_NODATA` (0); its classes in ``classification:classes``."""
+PREDECESSOR_REL = "predecessor-version"
+"""Link rel from a v2 item to the same patch's v1 item (S2: ``bigearthnet:s2v1_name``; S1: the
+same S1 name), present when the catalog held that item when the v2 item was built."""
 
 
 def collection_path(collection: str) -> str:

@@ -121,6 +121,27 @@ BAND_STATS: dict[str, tuple[float, float]] = {
     "VH": (-19.29044597721542, 5.464428464912864),
 }
 
+#: BigEarthNet v2.0 (reBEN) per-band mean and standard deviation, as the authors publish them in
+#: ConfigILM (``configilm.extra.BENv2_utils``, the ``no_interpolation`` set: native resolution),
+#: computed over the images of the v2 official train split. v2's L2A processing differs from
+#: v1's, so v1's :data:`BAND_STATS` do not normalise v2 pixels.
+BAND_STATS_V2: dict[str, tuple[float, float]] = {
+    "B01": (361.0767822265625, 575.0687255859375),
+    "B02": (438.3720703125, 607.02685546875),
+    "B03": (614.0556640625, 603.2968139648438),
+    "B04": (588.4096069335938, 684.56884765625),
+    "B05": (942.8433227539062, 738.4326782226562),
+    "B06": (1769.931640625, 1100.4560546875),
+    "B07": (2049.551513671875, 1275.805419921875),
+    "B08": (2193.2919921875, 1369.3717041015625),
+    "B8A": (2235.556640625, 1356.5440673828125),
+    "B09": (2241.455322265625, 1316.393310546875),
+    "B11": (1568.226806640625, 1070.1612548828125),
+    "B12": (997.7324829101562, 813.5276489257812),
+    "VV": (-12.643863677978516, 5.133493900299072),
+    "VH": (-19.352558135986328, 5.590505599975586),
+}
+
 # --------------------------------------------------------------------------------------------
 # Nomenclatures
 # --------------------------------------------------------------------------------------------
@@ -285,6 +306,24 @@ FLAGS: tuple[str, ...] = ("seasonal_snow", "cloud_or_shadow")
 RELEASE_V1 = "v1.0"
 RELEASE_V2 = "v2.0"
 
+#: Normalisation statistics of each release's pixels (band -> (mean, standard deviation)).
+BAND_STATS_BY_RELEASE: dict[str, dict[str, tuple[float, float]]] = {RELEASE_V1: BAND_STATS, RELEASE_V2: BAND_STATS_V2}
+
+CLC_NODATA = 0
+"""Value of v2 reference-map pixels with no CLC class (the files' GDAL nodata)."""
+
+
+def clc_codes_to_43(codes: Iterable[int]) -> list[str]:
+    """43-class names of CLC Level-3 codes, deduplicated, in the official order.
+
+    Raises ``KeyError`` naming the first code that is not one of the 43 classes.
+    """
+    present = set(codes)
+    unknown = sorted(present - CLC_CODES.keys())
+    if unknown:
+        raise KeyError(unknown[0])
+    return [name for code, name in CLC_CODES.items() if code in present]
+
 
 class UnknownLabelError(ValueError):
     """A class name that is not in the requested nomenclature."""
@@ -376,10 +415,10 @@ def multi_hot(labels: Iterable[str], nomenclature: Nomenclature, order: str = "o
 
 
 __all__ = [
-    "BANDS", "BAND_STATS", "CLASS_ORDERS", "CLC_CODES", "CLC_COLOURS", "CODE_OF_43", "COUNTRIES", "FLAGS",
+    "BANDS", "BAND_STATS", "BAND_STATS_BY_RELEASE", "BAND_STATS_V2", "CLASS_ORDERS", "CLC_NODATA", "CLC_CODES", "CLC_COLOURS", "CODE_OF_43", "COUNTRIES", "FLAGS",
     "LABELS_19", "LABELS_43", "LAYOUTS", "MAP_43_TO_19", "PATCH_SIZE_M", "PREFIX", "RELEASE_V1", "RELEASE_V2", "RGB_BANDS",
     "S1_BANDS", "S1_BAND_NAMES", "S1_COLLECTION", "S1_GROUPS", "S2_BANDS", "S2_BAND_NAMES", "S2_COLLECTION",
     "S2_GROUPS", "SCHEMA_URI", "SCHEMA_VERSION", "SEASONS", "SHARED_LABELS", "SPLITS", "Band", "Layout",
     "Modality", "Nomenclature", "UnknownLabelError", "band_groups", "check_label", "closest",
-    "label_nomenclatures", "multi_hot", "resolve_label", "to_19",
+    "clc_codes_to_43", "label_nomenclatures", "multi_hot", "resolve_label", "to_19",
 ]

@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from bigearth_stac.contract import SCHEMA_MEDIA_TYPE, SCHEMA_PATH
+from bigearth_stac.contract import (
+    COLLECTIONS,
+    REFERENCE_MAP_ASSET,
+    SCHEMA_MEDIA_TYPE,
+    SCHEMA_PATH,
+    collection_id,
+    collection_path,
+)
 from bigearth_stac.validate import own_schema_bytes
-from bigearth_stac.vocab import PREFIX, S1_COLLECTION, S2_COLLECTION, SCHEMA_URI, Layout
+from bigearth_stac.vocab import PREFIX, SCHEMA_URI, Layout
 from catalog_builder.cog import CogOptions
 from catalog_builder.index import index_path, sort_by_location, table_to_parquet_bytes
 from catalog_builder.pair import BatchResult, build_batch
@@ -34,6 +43,7 @@ from catalog_builder.stac import (
 )
 from catalog_builder.store import (
     MANIFEST,
+    MANIFEST_SCHEMA,
     STAGE_META,
     STAGE_ROOT,
     ManifestEntry,
@@ -92,6 +102,10 @@ class BuildReport:
     skipped: int = 0
     problems: list[SourceProblem] = field(default_factory=list)
     manifest: list[ManifestEntry] = field(default_factory=list)
+    label_disagreements: list[SourceProblem] = field(default_factory=list)
+    """Pairs built although two of their label sources disagree (v2: the reference map's
+    19-class projection and the official labels, which the items keep). Warnings: ``ok`` stays
+    true."""
 
     @property
     def ok(self) -> bool:
@@ -101,6 +115,9 @@ class BuildReport:
         lines = [f"{self.pairs} pairs at {self.url}: {self.built} built, {self.skipped} already up to date, "
                  f"{len(self.problems)} with problems"]
         lines += [f"  - {p}" for p in self.problems]
+        if self.label_disagreements:
+            lines.append(f"{len(self.label_disagreements)} built pairs whose labels disagree (a warning):")
+            lines += [f"  ~ {p}" for p in self.label_disagreements]
         return "\n".join(lines)
 
 
@@ -121,21 +138,44 @@ def _executor(options: BuildOptions) -> Iterator[Any]:
         yield client
 
 
+TABLE_GROUP = 64
+"""Batches whose table rows are cut from the full tables at once (then per batch from that cut)."""
+
+
+def batch_sources(source: ReleaseSource, batches: list[list[str]]) -> Iterator[tuple[ReleaseSource, list[str]]]:
+    """(source carrying only the batch's table rows, batch) for each batch.
+
+    What travels to a worker with a task is its batch's rows, not the whole tables (hundreds of
+    MB for a full release). Rows are cut with vectorised filters: once per :data:`TABLE_GROUP`
+    batches from the full tables, then per batch from that cut.
+    """
+    cut = getattr(source, "with_tables_for", None)
+    if cut is None:
+        for batch in batches:
+            yield source, batch
+        return
+    for g in range(0, len(batches), TABLE_GROUP):
+        group = batches[g:g + TABLE_GROUP]
+        outer = cut([u for batch in group for u in batch])
+        for batch in group:
+            yield outer.with_tables_for(batch), batch
+
+
 def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[BatchResult]:
     batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
     # The schema URL is passed only when set: a default build calls build_batch as before.
     extra: dict[str, Any] = {"schema_url": options.schema_url} if options.schema_url else {}
     with _executor(options) as client:
         if client is None:
-            for batch in batches:
-                yield build_batch(source, store, batch, options.layout, options.cog, options.verify_existing, **extra)
+            for part, batch in batch_sources(source, batches):
+                yield build_batch(part, store, batch, options.layout, options.cog, options.verify_existing, **extra)
             return
         from distributed import as_completed
 
         futures = [
-            client.submit(build_batch, source, store, batch, options.layout, options.cog,
+            client.submit(build_batch, part, store, batch, options.layout, options.cog,
                           options.verify_existing, pure=False, retries=1, **extra)
-            for batch in batches
+            for part, batch in batch_sources(source, batches)
         ]
         for fut in as_completed(futures):
             yield fut.result()
@@ -152,6 +192,37 @@ def items_by_tile(index: pa.Table) -> dict[str, list[str]]:
                                                            grouped.column("id_list").to_pylist(), strict=True))}
 
 
+def merged_manifest_bytes(store: OutputStore, entries: list[ManifestEntry], kept_collections: list[str]) -> bytes:
+    """The manifest of ``entries`` plus the existing manifest's entries of ``kept_collections``
+    (collections of the same catalog that this build did not write: their folders and indexes).
+
+    Merged as Arrow tables (a full release's manifest has millions of rows); with nothing to
+    keep, exactly :func:`~catalog_builder.store.manifest_bytes` of ``entries``.
+    """
+    old = store.read(MANIFEST) if kept_collections else None
+    kept = None
+    if old is not None:
+        try:
+            table = pq.read_table(pa.BufferReader(old)).select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            log.warning("ignoring an unreadable manifest (%s): it will list only this build's objects", exc)
+        else:
+            path = table.column("path")
+            mask = None
+            for cid in kept_collections:
+                hit = pc.or_(pc.starts_with(path, f"{cid}/"), pc.equal(path, index_path(cid)))
+                mask = hit if mask is None else pc.or_(mask, hit)
+            kept = table.filter(mask) if mask is not None else None
+    if kept is None or kept.num_rows == 0:
+        return manifest_bytes(entries)
+    new = pa.Table.from_pylist([e.__dict__ for e in entries], schema=MANIFEST_SCHEMA)
+    merged = pa.concat_tables([kept, new])
+    merged = merged.take(pc.sort_indices(merged, sort_keys=[("stage", "ascending"), ("path", "ascending")]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(merged, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
 def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = BuildOptions(),
           progress: ProgressFn | None = None) -> BuildReport:
     """Build (or resume) a catalog from a release source into a store.
@@ -165,14 +236,13 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
     if options.limit is not None:
         units = units[: options.limit]
     full_source = source
-    if hasattr(source, "with_tables_for"):
-        source = source.with_tables_for(units)  # ship only the table rows these pairs need
     report = BuildReport(url=store.url, pairs=len(units))
     discard = getattr(store, "discard_partials", None)
     if discard is not None and (stale := discard()):
         log.info("removed %d partial files of an interrupted build", stale)
-    tables: dict[str, list[pa.Table]] = {S2_COLLECTION: [], S1_COLLECTION: []}
-    extents = {S2_COLLECTION: ExtentAccumulator(), S1_COLLECTION: ExtentAccumulator()}
+    cids = {modality: collection_id(source.release, modality) for modality in ("s2", "s1")}
+    tables: dict[str, list[pa.Table]] = {cid: [] for cid in cids.values()}
+    extents = {cid: ExtentAccumulator() for cid in cids.values()}
     done = 0
     partners: set[str] = set()
     for batch in _outcomes(source, store, units, options):
@@ -183,6 +253,8 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
             done += 1
             if outcome.partner is not None:
                 partners.add(outcome.partner)
+            if outcome.warning is not None:
+                report.label_disagreements.append(outcome.warning)
             if outcome.problem is not None:
                 report.problems.append(outcome.problem)
                 continue
@@ -194,20 +266,22 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
     for location, problem in full_source.unpaired(partners) if options.limit is None else []:
         report.problems.append(SourceProblem(location.rsplit("/", 1)[-1], location, problem))
     report.problems.sort(key=lambda p: (p.pair, p.file))
+    report.label_disagreements.sort(key=lambda p: (p.pair, p.file))
 
-    if not tables[S2_COLLECTION]:
+    if not tables[cids["s2"]]:
         log.warning("no pair could be built; not writing collections or the root catalog")
         return report
 
     url = options.extension_url
     report.manifest.append(put(store, SCHEMA_PATH, own_schema_bytes(url), SCHEMA_MEDIA_TYPE, STAGE_META))
-    for cid, parts in tables.items():
-        modality = "s2" if cid == S2_COLLECTION else "s1"
+    for modality, cid in cids.items():
+        parts = tables[cid]
         index = sort_by_location(pa.concat_tables(parts, promote_options="permissive"))
         parts.clear()
         tiles = items_by_tile(index)
+        maps = REFERENCE_MAP_ASSET in index.column("assets").type.names if modality == "s2" else False
         collection = build_collection(modality, extents[cid].summary(), options.layout, f"../{index_path(cid)}",
-                                      tiles=tiles, schema_url=url)
+                                      tiles=tiles, schema_url=url, release=source.release, reference_maps=maps)
         report.manifest.append(put(store, index_path(cid), table_to_parquet_bytes(index, collection), INDEX_MEDIA_TYPE, STAGE_META))
         del index
         # Tile catalogs link items, the collection links the tile catalogs: written in that order.
@@ -215,10 +289,14 @@ def build(source: ReleaseSource, store: OutputStore, options: BuildOptions = Bui
             doc = build_tile_catalog(cid, tile, ids)
             report.manifest.append(put(store, tile_catalog_path(cid, tile), json_bytes(doc), JSON_MEDIA_TYPE, STAGE_META))
         report.manifest.append(put(store, f"{cid}/collection.json", json_bytes(collection, pretty=True), JSON_MEDIA_TYPE, STAGE_META))
-    root = json_bytes(build_catalog([S2_COLLECTION, S1_COLLECTION]), pretty=True)
+    # The root links every collection the output holds: a release built into the folder of
+    # another's catalog adds to it (and their manifests merge) instead of replacing it.
+    present = [cid for cid in COLLECTIONS if cid in cids.values() or store.size(collection_path(cid)) is not None]
+    root = json_bytes(build_catalog(present), pretty=True)
     root_entry = ManifestEntry("catalog.json", len(root), sha256_hex(root), JSON_MEDIA_TYPE, STAGE_ROOT)
     # The manifest lists the root too (so a publish can verify it), but is written before it.
-    store.write(MANIFEST, manifest_bytes([*report.manifest, root_entry]), INDEX_MEDIA_TYPE)
+    others = [cid for cid in present if cid not in cids.values()]
+    store.write(MANIFEST, merged_manifest_bytes(store, [*report.manifest, root_entry], others), INDEX_MEDIA_TYPE)
     store.write("catalog.json", root, JSON_MEDIA_TYPE)
     report.manifest.append(root_entry)
     log.info("%s", report.describe().splitlines()[0])

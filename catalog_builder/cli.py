@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -37,7 +38,15 @@ def main(verbose: int) -> None:
 @click.option("--workers", type=int, default=None, help="Workers of the LocalCluster (default: one per core).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Pairs per Dask task.")
 @click.option("--limit", type=int, default=None, help="Build only the first N pairs.")
-@click.option("--tables", default=None, help="Folder with the official tables (default: bigearthnet-common).")
+@click.option("--tables", default=None, help="v1: folder with the official tables (default: bigearthnet-common).")
+@click.option("--metadata", "metadata", multiple=True,
+              help="v2: a metadata table (metadata.parquet; repeat for the snow/cloud table). Default: the "
+                   "official tables beside the S2 root. Giving one selects v2.")
+@click.option("--reference-maps", default=None,
+              help="v2: the reference-map root (default: Reference_Maps beside the S2 root, when present; "
+                   "'' for none).")
+@click.option("--release", type=click.Choice(["auto", "v1", "v2"]), default="auto", show_default=True,
+              help="Raw layout: auto recognises v2 by its product folders (or --metadata).")
 @click.option("--endpoint-url", default=None, help="S3 endpoint for s3:// input/output (default: AWS / $AWS_ENDPOINT_URL).")
 @click.option("--base-url", default=None,
               help="Public URL the catalog will be served from (https://host/prefix): items then list the "
@@ -48,8 +57,14 @@ def main(verbose: int) -> None:
               help="The extension schema URL items list, when it is not under --base-url.")
 def build(s2_root: str, s1_root: str, out: str, layout: str, compress: str, scheduler: str | None,
           workers: int | None, batch_size: int, limit: int | None, tables: str | None,
+          metadata: tuple[str, ...], reference_maps: str | None, release: str,
           endpoint_url: str | None, base_url: str | None, schema_url: str | None) -> None:
-    """Build (or resume) a catalog. Pairs with bad inputs are listed at the end; exit code 2 then."""
+    """Build (or resume) a catalog from BigEarthNet v1 or v2 (reBEN) raw folders.
+
+    Pairs with bad inputs are listed at the end; exit code 2 then. v2 pairs whose reference map
+    disagrees with their official labels are built and listed as warnings. Building one release
+    into the folder of another's catalog adds its collections to it.
+    """
     from bigearth_stac.settings import StorageSettings
     from bigearth_stac.validate import schema_url_for
     from catalog_builder.build import BuildOptions
@@ -67,7 +82,11 @@ def build(s2_root: str, s1_root: str, out: str, layout: str, compress: str, sche
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None
     settings = StorageSettings.from_env(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
-    source = open_source(s2_root, s1_root, tables=tables, settings=settings)
+    try:
+        source = open_source(s2_root, s1_root, release=release, tables=tables, settings=settings,
+                             metadata=metadata, reference_maps=reference_maps)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
     store = open_store(out, settings=settings)
     options = BuildOptions(layout=layout, cog=CogOptions(compress=compress), scheduler=scheduler,  # type: ignore[arg-type]
                            n_workers=workers, batch_size=batch_size, limit=limit, schema_url=extension_url)
@@ -96,8 +115,19 @@ def examples(dest: Path) -> None:
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-n", "count", type=int, default=100, show_default=True, help="Number of pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synthetic(dest: Path, count: int, seed: int) -> None:
-    """Write N synthetic pairs in the exact raw v1 layout into DEST (real names and tables)."""
+@click.option("--release", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+              help="v1: the BigEarthNet-MM layout; v2: the reBEN layout with reference maps and metadata tables.")
+@click.option("--disagree", type=int, default=2, show_default=True,
+              help="v2: pairs whose labels hold a class their reference map does not.")
+def synthetic(dest: Path, count: int, seed: int, release: str, disagree: int) -> None:
+    """Write N synthetic pairs in the exact raw layout of a release into DEST (real names and tables)."""
+    if release == "v2":
+        from catalog_builder.synthetic_v2 import generate_v2
+
+        tree = generate_v2(dest, count, seed, disagree=disagree)
+        click.echo(f"S2 root: {tree.s2}\nS1 root: {tree.s1}\nReference maps: {tree.maps}\n"
+                   + "".join(f"Metadata: {m}\n" for m in tree.metadata).rstrip())
+        return
     from catalog_builder.synthetic import generate
 
     s2, s1 = generate(dest, count, seed)
@@ -105,12 +135,13 @@ def synthetic(dest: Path, count: int, seed: int) -> None:
 
 
 def _register_optional() -> None:
-    """Commands that live in their own modules (publish, ...)."""
-    try:
-        from catalog_builder.cli_publish import publish
-    except ImportError:
-        return
-    main.add_command(publish)
+    """Commands that live in their own modules (publish, load-pgstac); absent extras hide them."""
+    for module, name in (("catalog_builder.cli_publish", "publish"), ("catalog_builder.cli_pgstac", "load_pgstac")):
+        try:
+            command = getattr(importlib.import_module(module), name)
+        except ImportError:
+            continue
+        main.add_command(command)
 
 
 _register_optional()

@@ -88,12 +88,14 @@ def encode_cog(
     resolution: float,
     band_names: Sequence[str],
     options: CogOptions = CogOptions(),
+    nodata: float | None = None,
 ) -> CogBytes:
     """Encode same-shape, same-dtype 2-D bands as one COG.
 
     ``origin`` is the upper-left corner in the CRS, ``resolution`` the pixel size in metres.
     Each band's GDAL description is its name (``B02``, ``VV``) and its GDAL unit
-    :func:`band_unit` (``dB`` for Sentinel-1), as the STAC metadata says.
+    :func:`band_unit` (``dB`` for Sentinel-1), as the STAC metadata says. ``nodata``: the GDAL
+    nodata value, if the bands have one (v2 reference maps: 0).
     """
     if not arrays:
         raise ValueError("no bands to encode")
@@ -116,6 +118,8 @@ def encode_cog(
         "blocksize": _blocksize(max(width, height)),
         "overviews": "NONE",
     }
+    if nodata is not None:
+        profile["nodata"] = nodata
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(stack)

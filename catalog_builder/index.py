@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 import stac_geoparquet.arrow as sga
 
 from bigearth_stac.contract import (
+    CLC_FRACTIONS,
+    CLC_FRACTIONS_TYPE,
     LABEL_MASK_COLUMNS,
     PROPERTY_TYPES,
     SEARCH_COLUMNS,
@@ -94,7 +96,9 @@ def sort_by_location(table: pa.Table) -> pa.Table:
 
 
 def with_property_types(table: pa.Table) -> pa.Table:
-    """``table`` with every column of :data:`PROPERTY_TYPES` present and of its declared type."""
+    """``table`` with every column of :data:`PROPERTY_TYPES` present and of its declared type,
+    :data:`~bigearth_stac.contract.CLC_FRACTIONS` of exactly ``CLC_FRACTIONS_TYPE``
+    (:func:`clc_fractions_column`) and the label masks."""
     for name, typ in PROPERTY_TYPES.items():
         if name not in table.column_names:
             table = table.append_column(pa.field(name, typ), pa.nulls(len(table), typ))
@@ -102,7 +106,42 @@ def with_property_types(table: pa.Table) -> pa.Table:
         i = table.schema.get_field_index(name)
         if table.schema.field(i).type != typ:
             table = table.set_column(i, pa.field(name, typ), table.column(i).cast(typ))
+    fractions = clc_fractions_column(table.column(CLC_FRACTIONS) if CLC_FRACTIONS in table.column_names else None,
+                                     len(table))
+    field = pa.field(CLC_FRACTIONS, CLC_FRACTIONS_TYPE)
+    if CLC_FRACTIONS in table.column_names:
+        table = table.set_column(table.schema.get_field_index(CLC_FRACTIONS), field, fractions)
+    else:
+        table = table.append_column(field, fractions)
     return with_label_masks(table)
+
+
+def clc_fractions_column(column: pa.ChunkedArray | pa.Array | None, length: int) -> pa.Array:
+    """Pixel fractions as the index holds them: a struct of ``CLC_FRACTIONS_TYPE``.
+
+    ``column`` is what stac-geoparquet made of the items' ``{"<code>": fraction}`` objects (a
+    struct of the codes that occur, ``None`` when no item has fractions). A row with fractions
+    gets one ``float32`` per code of the 43, 0 for classes absent from its map; a row without
+    (v1, or v2 built without maps) is null.
+    """
+    if column is None:
+        return pa.nulls(length, CLC_FRACTIONS_TYPE)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.type == CLC_FRACTIONS_TYPE:
+        return array
+    if pa.types.is_null(array.type):
+        return pa.nulls(length, CLC_FRACTIONS_TYPE)
+    if not pa.types.is_struct(array.type):
+        raise ValueError(f"{CLC_FRACTIONS} must be an object of fractions per CLC code, not {array.type}")
+    codes = [f.name for f in CLC_FRACTIONS_TYPE]
+    unknown = [f.name for f in array.type if f.name not in codes]
+    if unknown:
+        raise ValueError(f"{CLC_FRACTIONS} holds {unknown[0]!r}, not a CLC Level-3 code of the 43 classes")
+    present = {f.name: i for i, f in enumerate(array.type)}
+    zeros = pa.array(np.zeros(len(array), dtype=np.float32))
+    children = [pc.fill_null(array.field(present[code]).cast(pa.float32()), 0.0) if code in present else zeros
+                for code in codes]
+    return pa.StructArray.from_arrays(children, fields=list(CLC_FRACTIONS_TYPE), mask=pc.is_null(array))
 
 
 def with_label_masks(table: pa.Table) -> pa.Table:
@@ -213,6 +252,7 @@ def row_count(data: bytes) -> int:
 __all__ = [
     "PROPERTY_TYPES",
     "ROW_GROUP_SIZE",
+    "clc_fractions_column",
     "index_bytes",
     "index_path",
     "items_to_table",

@@ -1,7 +1,9 @@
 """The plain record types that flow between the builder's stages.
 
-A release reader (v1 today, v2 later) yields :class:`PairRecord` values; the COG and STAC stages
-consume them. Records hold metadata and the names of the raw files, never pixels.
+A release reader (:mod:`~catalog_builder.sources.v1`, :mod:`~catalog_builder.sources.v2`)
+yields :class:`PairRecord` values; the COG and STAC stages consume them. Records hold metadata
+and the names of the raw files, never pixels. One record type serves both releases: what only
+one release has is an optional field, ``None`` where the release (or its input) does not say.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class PatchRecord:
     labels_43: tuple[str, ...]
     """CLC Level-3 names as the metadata lists them."""
     metadata_file: str
-    """Name of the ``*_labels_metadata.json`` the record was parsed from."""
+    """Where the record's metadata came from: v1 the ``*_labels_metadata.json`` (relative to the
+    reader's root), v2 the metadata table's location."""
 
 
 @dataclass(frozen=True)
@@ -42,18 +45,32 @@ class PairRecord:
     s1: PatchRecord
     tile: str
     """Sentinel-2 MGRS tile (``33UUP``)."""
-    labels_43: tuple[str, ...]
-    """43-class labels of the pair, in the official order."""
+    labels_43: tuple[str, ...] | None
+    """43-class labels of the pair, in the official order: v1 from the metadata JSON, v2 the
+    classes present in the reference map; ``None`` when unknown (v2 built without maps)."""
     labels_19: tuple[str, ...]
-    """19-class labels derived with the official mapping, in the official order (may be empty)."""
+    """19-class labels in the official order (may be empty): v1 derived with the official mapping,
+    v2 the official labels of the metadata table (never derived from the map)."""
     split: str | None
     country: str | None
     season: str | None
-    seasonal_snow: bool
-    cloud_or_shadow: bool
+    """v1 only (the official tables); ``None`` in v2, which publishes no season."""
+    seasonal_snow: bool | None
+    """``None`` when the input does not say (a v2 table without the column)."""
+    cloud_or_shadow: bool | None
     release: str = "v1.0"
+    reference_map: str | None = None
+    """v2: name of the raw reference map, relative to the reference-map reader's root."""
+    clc_fractions: dict[int, float] | None = None
+    """v2: share of the reference map's pixels per CLC Level-3 code present (4 decimals)."""
+    s2v1_name: str | None = None
+    """v2: the S2 patch's v1 name (``S2A_MSIL2A_20171101T94132_0_0``), when the table gives it."""
+    label_disagreement: SourceProblem | None = None
+    """Two label sources of the pair that disagree (v2: the reference map's 19-class projection
+    and the official labels), with the file at odds; the build reports it as a warning and
+    builds the pair with the official labels."""
     extra: dict[str, object] = field(default_factory=dict)
-    """Release-specific facts (v2: reference map file, pixel fractions, ...)."""
+    """Other release-specific facts."""
 
     @property
     def id(self) -> str:

@@ -88,10 +88,13 @@ def _field(rng: np.random.Generator, size: int, low: float, high: float) -> np.n
     return up + rng.normal(0, (high - low) * 0.03, (size, size))
 
 
-def _tif(path: Path, array: np.ndarray, epsg: int, x: float, y: float, res: int) -> None:
-    # Raw v1 files are plain striped, uncompressed GeoTIFFs.
+def _tif(path: Path, array: np.ndarray, epsg: int, x: float, y: float, res: int, nodata: float | None = None,
+         **creation: object) -> None:
+    # Raw v1 and v2 bands are plain striped, uncompressed GeoTIFFs (v2 S2 bands declare nodata 0;
+    # v2 reference maps are DEFLATE-compressed: ``creation`` options).
     with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-                       dtype=array.dtype, crs=f"EPSG:{epsg}", transform=from_origin(x, y, res, res)) as dst:
+                       dtype=array.dtype, crs=f"EPSG:{epsg}", transform=from_origin(x, y, res, res),
+                       nodata=nodata, **creation) as dst:
         dst.write(array, 1)
 
 

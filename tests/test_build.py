@@ -199,3 +199,51 @@ def test_dask_local_cluster_build_matches_synchronous(real_raw: tuple[Path, Path
     report = build(source, LocalStore(tmp_path), BuildOptions(n_workers=2, batch_size=2))
     assert report.ok and report.built == 6
     assert _tree(tmp_path) == _tree(real_catalog)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw bands are decoded without GDAL; GDAL stays the reference
+# ---------------------------------------------------------------------------------------------
+
+
+def test_raw_v1_bands_decode_like_gdal(real_raw: tuple[Path, Path], synthetic_raw: tuple[Path, Path]) -> None:
+    from catalog_builder.sources.rawtiff import decode_raster_fast, decode_raster_gdal
+
+    files = sorted(real_raw[0].rglob("*.tif")) + sorted(real_raw[1].rglob("*.tif"))
+    assert len(files) == 6 * 14
+    files += sorted(synthetic_raw[0].rglob("*.tif"))[:60] + sorted(synthetic_raw[1].rglob("*.tif"))[:20]
+    for path in files:
+        data = path.read_bytes()
+        fast = decode_raster_fast(data)
+        assert fast is not None, path  # every raw file takes the fast path
+        header, pixels = decode_raster_gdal(data)
+        assert fast[0] == header, path  # size, type, CRS, transform
+        assert fast[1].dtype == pixels.dtype and np.array_equal(fast[1], pixels), path
+
+
+def test_unusual_geotiffs_fall_back_to_gdal(real_catalog: Path, tmp_path: Path) -> None:
+    from catalog_builder.sources.rawtiff import decode_raster, decode_raster_fast
+
+    # our own COGs are tiled and compressed: GDAL reads them
+    cog = next(real_catalog.glob("bigearthnet-s2/*/*/*_s2_60m.tif"))
+    assert decode_raster_fast(cog.read_bytes()) is None
+    header, pixels = decode_raster(cog.read_bytes())
+    with rasterio.open(cog) as src:
+        assert (header.count, header.epsg) == (2, src.crs.to_epsg()) and np.array_equal(pixels, src.read(1))
+    # big-endian, and a point-registered raster (GDAL moves its origin by half a pixel)
+    array = np.arange(400, dtype="uint16").reshape(20, 20)
+    profile = {"driver": "GTiff", "width": 20, "height": 20, "count": 1, "dtype": "uint16", "crs": "EPSG:32633",
+               "transform": rasterio.Affine(60, 0, 404400, 0, -60, 5342400)}
+    big = tmp_path / "big.tif"
+    with rasterio.open(big, "w", ENDIANNESS="BIG", **profile) as dst:
+        dst.write(array, 1)
+    assert big.read_bytes()[:2] == b"MM"
+    assert decode_raster_fast(big.read_bytes()) is None and np.array_equal(decode_raster(big.read_bytes())[1], array)
+    point = tmp_path / "point.tif"
+    with rasterio.open(point, "w", **profile) as dst:
+        dst.write(array, 1)
+        dst.update_tags(AREA_OR_POINT="Point")
+    data = point.read_bytes()
+    with rasterio.open(point) as src:
+        expected = tuple(src.transform)[:6]
+    assert decode_raster_fast(data) is None and decode_raster(data)[0].transform == expected
