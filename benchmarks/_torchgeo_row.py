@@ -1,23 +1,22 @@
-"""Row (a) of the loader benchmark: torchgeo's ``BigEarthNet`` on the raw v1 layout.
+"""The torchgeo rows of the loader benchmark: torchgeo's ``BigEarthNet`` on the raw v1 layout.
 
 Runs in its own virtual environment (torchgeo needs torchvision, which would replace the main
-environment's torch), as ``python _torchgeo_row.py '<json args>'``; prints one JSON line. Self-
-contained: it imports nothing from this project.
+environment's torch), as ``python _torchgeo_row.py '<json args>'``; prints one JSON line with the
+same fields as the other rows. Self-contained: it imports nothing from this project. Timed from
+building the dataset to the last batch, as the other rows.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 
 
-def _hwm() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def _cpu() -> float:
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def main() -> None:
@@ -25,28 +24,17 @@ def main() -> None:
     import torch
     import torchgeo
     from torch.utils.data import DataLoader
-    from torch.utils.data._utils.collate import default_collate
     from torchgeo.datasets import BigEarthNet
 
-    def collate(batch: list) -> dict:
-        out = default_collate(batch)
-        info = torch.utils.data.get_worker_info()
-        out["_rss"] = torch.tensor([info.id if info else -1, _hwm()])
-        return out
-
-    ds = BigEarthNet(root=args["root"], split="train", bands="all", num_classes=19)
-    limit = args.get("limit") or len(ds)
-    subset = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
-    loader = DataLoader(subset, batch_size=args["batch_size"], num_workers=args["workers"], collate_fn=collate,
-                        shuffle=False)
+    c0 = _cpu()
     t0 = time.perf_counter()
-    n, rss = 0, {}
-    for batch in loader:
-        n += len(batch["label"])
-        wid, hwm = batch["_rss"].tolist()
-        rss[wid] = max(rss.get(wid, 0), hwm)
-    dt = time.perf_counter() - t0
-    print(json.dumps({"samples": n, "seconds": dt, "samples_per_s": n / dt, "peak_rss_per_worker": max(rss.values()),
+    ds = BigEarthNet(root=args["root"], split="train", bands="all", num_classes=19)
+    loader = DataLoader(ds, batch_size=args["batch_size"], num_workers=args["workers"], shuffle=False)
+    n = sum(len(batch["label"]) for batch in loader)
+    seconds = time.perf_counter() - t0
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+                      "cpu_percent": 100 * (_cpu() - c0) / seconds, "peak_rss": rss * 1024, "requests": 14 * n,
                       "torchgeo": torchgeo.__version__, "torch": torch.__version__}))
 
 

@@ -1,22 +1,36 @@
-"""Streaming loader throughput: samples/s, bytes and requests per sample, peak RSS per worker.
+"""Loader benchmark: every loader row of issue 15 in one run, configurations alternated.
 
-Rows, on the same synthetic pairs (real format, ``catalog_builder.synthetic``), each run with 0
-and 2 DataLoader workers, every run in a fresh subprocess (clean RSS figures):
+All rows read the same synthetic pairs (real format, ``catalog_builder.synthetic``) and produce
+the same output (float32 normalised tensors per resolution group + float32 multi-hot):
 
-  (a) torchgeo's ``BigEarthNet`` on the raw v1 layout (14 GDAL opens per pair; own venv)
-  (b) ``BigEarthNetStream`` from local disk (stacked layout: 4 objects per pair)
-  (c) the same from the loopback S3 server (moto, real HTTP)
-  (d) the same server behind a loopback proxy adding 20 ms to every request
-  (e) WebDataset-style tar shards of the same samples, local and from the S3 server
+- decode floor: one thread reading and decoding the same COG files with
+  ``bigearth_stac.decode`` (DEFLATE and ZSTD COGs);
+- ours, local: ``BigEarthNetStream(batch_size=32)`` with ``DataLoader(batch_size=None)``, 0 and
+  2 workers, DEFLATE and ZSTD COGs; and single samples collated by ``DataLoader(batch_size=32)``;
+- torchgeo 0.8.x ``BigEarthNet`` on the raw v1 layout (its own venv; skipped with a note
+  when absent);
+- LitData ``optimize`` of the raw arrays (raw and zstd chunks) read by ``StreamingDataset``,
+  0 workers: a full epoch, and a searched subset (the rows of one label, about 5 %), against
+  ours on the same subset; locally and from the loopback S3 server with 20 ms added per request;
+- ours from s3rver (a fast loopback S3 server in Node; moto stays the test server), 0 and 2
+  workers, directly and through the fault proxy adding 20 ms per request;
+- the server's raw GET ceiling: boto3 and obstore, 32 GETs in flight, of the same objects,
+  directly and through the proxy.
 
-Peak RSS per worker at 600 and 6,000 samples: the 6,000-sample runs cycle the 600-pair table
-(and shard list) ten times rather than building 6,000 pairs. Also the S3 server's own ceiling
-(GET requests/s, measured alone), and a GPU mode (ResNet-18 from the loopback store) when CUDA
-is present. Ratios come from one run on one machine: compare rows, not absolute figures.
+Every configuration runs in a fresh subprocess (imports are not timed; building the dataset
+and its first read are), and the configurations are alternated over ``--rounds`` rounds (A B C
+... A B C ...), so a slow spell of a shared machine hits every row alike. Reported: the median
+over rounds and the spread (min-max), with a warning where the spread exceeds 25 % of the
+median, and the CPU the run used (process and its DataLoader workers, % of one core).
 
-    python -m benchmarks.bench_loader [--quick] [--workdir DIR] [--tgvenv /tmp/tgvenv]
+    python -m benchmarks.bench_loader [--quick] [--pairs 600] [--rounds 3] [--workdir DIR]
+                                      [--tgvenv /tmp/tgvenv]
 
-Writes benchmarks/results/loader.json and loader.md.
+Writes benchmarks/results/loader.json and loader.md. Needs ``litdata`` and ``zstd`` (bench
+extra), Node.js with ``npm install --prefix benchmarks/.s3rver s3rver@3.7.1`` (the s3rver rows are
+skipped with a note otherwise), and for the torchgeo row a venv with torch, torchvision and
+torchgeo 0.8.x (``python -m venv /tmp/tgvenv && /tmp/tgvenv/bin/pip install torch==2.14.1
+torchvision==0.29.1 'torchgeo==0.8.*'``).
 """
 
 from __future__ import annotations
@@ -26,10 +40,16 @@ import json
 import logging
 import os
 import platform
+import resource
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,42 +58,52 @@ import pyarrow.parquet as pq
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
+S3RVER_DIR = Path(__file__).parent / ".s3rver"
+BUCKET = "bench"
+WIDE = 0.25
+"""A spread (max - min) above this share of the median is flagged."""
 log = logging.getLogger("benchmarks.bench_loader")
 
 
 # -- data --------------------------------------------------------------------------------------
 
 
-def prepare(workdir: Path, n: int) -> dict[str, Path]:
-    """Synthetic raw pairs, their stacked catalog, tar shards and torchgeo split files (cached)."""
+def prepare(workdir: Path, n: int, chunk_bytes: str) -> dict[str, Path]:
+    """Synthetic raw pairs, their DEFLATE and ZSTD catalogs, LitData chunks and torchgeo's split
+    files (cached in ``workdir``)."""
+    from benchmarks._litdata_row import optimize_pairs
     from catalog_builder.build import BuildOptions, build
+    from catalog_builder.cog import CogOptions
     from catalog_builder.sources import open_source
     from catalog_builder.store import LocalStore
     from catalog_builder.synthetic import generate
 
-    raw, cat = workdir / "raw", workdir / "catalog"
+    raw = workdir / "raw"
+    paths = {"raw": raw, "DEFLATE": workdir / "catalog-deflate", "ZSTD": workdir / "catalog-zstd",
+             "litdata-raw": workdir / f"litdata-raw-{chunk_bytes}", "litdata-zstd": workdir / f"litdata-zstd-{chunk_bytes}"}
     done = workdir / "READY"
     if not done.exists():
         t0 = time.perf_counter()
         s2, s1 = generate(raw, n, seed=11)
-        report = build(open_source(str(s2), str(s1)), LocalStore(cat), BuildOptions(layout="stacked", scheduler="synchronous"))
-        if not report.ok:
-            raise RuntimeError(report.describe())
-        log.info("generated and built %d pairs in %.0f s", n, time.perf_counter() - t0)
-    table = local_table(cat)
-    if not done.exists():
-        from benchmarks._tarstream import write_shards
-
-        write_shards(table, workdir / "shards")
+        for codec in ("DEFLATE", "ZSTD"):
+            options = BuildOptions(layout="stacked", scheduler="synchronous", cog=CogOptions(compress=codec))
+            report = build(open_source(str(s2), str(s1)), LocalStore(paths[codec]), options)
+            if not report.ok:
+                raise RuntimeError(report.describe())
+        table = local_table(paths["DEFLATE"])
         # torchgeo reads split CSVs of "s2_name,s1_name" lines at the root.
         pairs = [(r["id"], Path(r["s1_assets"][0]).parent.name) for r in table.select(["id", "s1_assets"]).to_pylist()]
-        for size in (n, 10 * n):
-            lines = "\n".join(f"{a},{b}" for a, b in (pairs * 10)[:size])
-            (raw / f"split-{size}.csv").write_text(lines + "\n")
+        (raw / "bigearthnet-train.csv").write_text("\n".join(f"{a},{b}" for a, b in pairs) + "\n")
         for name in ("val", "test"):
             (raw / f"bigearthnet-{name}.csv").write_text("\n".join(f"{a},{b}" for a, b in pairs[:1]) + "\n")
         done.write_text("ok")
-    return {"raw": raw, "catalog": cat, "shards": workdir / "shards"}
+        log.info("generated %d pairs and built both catalogs in %.0f s", n, time.perf_counter() - t0)
+    table = local_table(paths["DEFLATE"])
+    for key, compression in (("litdata-raw", None), ("litdata-zstd", "zstd")):
+        if not (paths[key] / "index.json").exists():
+            shutil.rmtree(paths[key], ignore_errors=True)
+            optimize_pairs(table, paths[key], compression, chunk_bytes)
+    return paths
 
 
 def local_table(cat: Path, base: str | None = None) -> pa.Table:
@@ -84,171 +114,288 @@ def local_table(cat: Path, base: str | None = None) -> pa.Table:
     return sample_table(s2, f"{base}/index/bigearthnet-s2.parquet", "pair", s1, f"{base}/index/bigearthnet-s1.parquet")
 
 
-def cycle(table: pa.Table, size: int) -> pa.Table:
-    """``table`` repeated to ``size`` rows, ids made unique (``<id>#<k>``)."""
-    reps = -(-size // len(table))
-    big = pa.concat_tables([table] * reps).slice(0, size)
-    ids = [f"{i}#{k // len(table)}" for k, i in enumerate(big.column("id").to_pylist())]
-    return big.set_column(0, "id", pa.array(ids, pa.string()))
+def searched_subset(table: pa.Table, share: float) -> tuple[list[int], str]:
+    """Rows of the 19-class label whose share of the table is closest to ``share`` (what a
+    search by label returns), and how they were chosen."""
+    counts: Counter[str] = Counter(c for labels in table.column("labels_19").to_pylist() for c in set(labels or ()))
+    label = min(counts, key=lambda c: abs(counts[c] / len(table) - share))
+    rows = [i for i, labels in enumerate(table.column("labels_19").to_pylist()) if label in (labels or ())]
+    return rows, f"labels=[{label!r}]: {len(rows)} of {len(table)} pairs ({len(rows) / len(table):.1%})"
 
 
-def upload(settings: Any, bucket: str, cat: Path, shards: Path) -> None:
-    """COGs and indexes of the catalog, and the tar shards, into the bucket (32 threads)."""
+def write_table(table: pa.Table, path: Path) -> str:
+    with pa.ipc.new_file(path, table.schema) as w:
+        w.write_table(table)
+    return str(path)
+
+
+# -- the loopback S3 server (s3rver) -----------------------------------------------------------
+
+
+class S3rver:
+    """``s3rver`` (Node) on 127.0.0.1, a fast S3 server for throughput rows; stopped by its PID."""
+
+    def __init__(self, data: Path) -> None:
+        script = S3RVER_DIR / "node_modules" / "s3rver" / "bin" / "s3rver.js"
+        node = shutil.which("node")
+        if node is None or not script.exists():
+            raise FileNotFoundError(f"s3rver is not installed: npm install --prefix {S3RVER_DIR} s3rver@3.7.1")
+        data.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # Any well-formed signature is accepted: the clients sign with dummy credentials.
+        self.process = subprocess.Popen([node, str(script), "-d", str(data), "-a", "127.0.0.1", "-p", str(port),
+                                         "--silent", "--allow-mismatched-signatures", "--no-vhost-buckets"],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.endpoint_url, timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # it answers
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("s3rver exited at start") from None
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("s3rver did not answer within 30 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def upload(settings: Any, paths: dict[str, Path]) -> None:
+    """The DEFLATE catalog's COGs and indexes and both LitData folders into the bucket."""
     from concurrent.futures import ThreadPoolExecutor
 
     client = settings.boto3_client()
-    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket=BUCKET)
+    cat = paths["DEFLATE"]
     files = [(p, f"catalog/{p.relative_to(cat).as_posix()}") for p in cat.rglob("*") if p.suffix in (".tif", ".parquet")]
-    files += [(p, f"shards/{p.name}") for p in shards.glob("*.tar")]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda f: client.put_object(Bucket=bucket, Key=f[1], Body=f[0].read_bytes()), files))
+    for key in ("litdata-raw", "litdata-zstd"):
+        files += [(p, f"{key}/{p.name}") for p in paths[key].iterdir() if p.is_file()]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda f: client.put_object(Bucket=BUCKET, Key=f[1], Body=f[0].read_bytes()), files))
 
 
-# -- one measured run (in a subprocess) ----------------------------------------------------------
+# -- one measured run (in a fresh subprocess) --------------------------------------------------
 
 
-def _hwm() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def _cpu() -> float:
+    """CPU seconds of this process and its terminated children (DataLoader workers)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def run_one(args: dict[str, Any]) -> dict[str, Any]:
-    """Iterate one loader configuration; returns throughput, traffic and peak RSS per worker."""
-    import torch
-    from torch.utils.data import DataLoader
-    from torch.utils.data._utils.collate import default_collate
-
+def _settings(endpoint: str | None, reader: str = "auto") -> Any:
     from bigearth_stac.settings import StorageSettings
 
-    settings = StorageSettings(endpoint_url=args["endpoint"], max_pool_connections=64) if args.get("endpoint") else None
-
-    def collate(batch: list) -> dict:
-        out = default_collate(batch)
-        info = torch.utils.data.get_worker_info()
-        out["_rss"] = torch.tensor([info.id if info else -1, _hwm()])
-        return out
-
-    if args["kind"] == "tar":
-        from benchmarks._tarstream import TarShardStream
-
-        shards = (args["shards"] * 10)[: args["n_shards"]]
-        ds: Any = TarShardStream(shards, settings=settings)
-    else:
-        from bigearth_stac.torch_dataset import BigEarthNetStream
-
-        table = cycle(pa.ipc.open_file(args["table"]).read_all(), args["rows"])
-        ds = BigEarthNetStream(table, settings=settings, max_in_flight=args.get("max_in_flight", 32), shuffle=True)
-    loader = DataLoader(ds, batch_size=args["batch_size"], num_workers=args["workers"], collate_fn=collate)
-    t0 = time.perf_counter()
-    n, rss = 0, {}
-    for batch in loader:
-        n += len(batch["id"])
-        wid, hwm = batch["_rss"].tolist()
-        rss[wid] = max(rss.get(wid, 0), hwm)
-        if args.get("limit") and n >= args["limit"]:
-            break
-    dt = time.perf_counter() - t0
-    out = {"samples": n, "seconds": dt, "samples_per_s": n / dt, "peak_rss_per_worker": max(rss.values())}
-    if args["kind"] != "tar":
-        stats = ds.stats
-        out.update(requests_per_sample=stats["requests"] / max(stats["yielded"], 1),
-                   bytes_per_sample=stats["bytes"] / max(stats["yielded"], 1))
-    return out
+    if not endpoint:
+        return None
+    return StorageSettings(endpoint_url=endpoint, region="us-east-1", max_pool_connections=64, reader=reader)  # type: ignore[arg-type]
 
 
-def subprocess_run(args: dict[str, Any], python: str = sys.executable, script: str | None = None) -> dict[str, Any]:
-    cmd = [python, script, json.dumps(args)] if script else [python, "-m", "benchmarks.bench_loader", "--run-one", json.dumps(args)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_floor(args: dict[str, Any]) -> dict[str, Any]:
+    """One thread reading and decoding every COG of the table (bigearth_stac.decode)."""
+    from bigearth_stac.bandplan import asset_expectations
+    from bigearth_stac.decode import decode
+
+    table = pa.ipc.open_file(args["table"]).read_all()
+    expect = list(asset_expectations("s2", "stacked").values()) + list(asset_expectations("s1", "stacked").values())
+    rows = [r["s2_assets"] + r["s1_assets"] for r in table.select(["s2_assets", "s1_assets"]).to_pylist()]
+    t0, c0 = time.perf_counter(), _cpu()
+    nbytes = 0
+    for hrefs in rows:
+        for href, e in zip(hrefs, expect, strict=True):
+            with open(href, "rb") as fh:
+                data = fh.read()
+            nbytes += len(data)
+            decode(data, e)
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"samples": len(rows), "seconds": seconds, "cpu": cpu, "bytes": nbytes, "requests": 4 * len(rows)}
 
 
-# -- server ceiling, GPU -------------------------------------------------------------------------
+def run_ours(args: dict[str, Any]) -> dict[str, Any]:
+    """``BigEarthNetStream`` through a DataLoader: whole batches, or single samples collated."""
+    from torch.utils.data import DataLoader
+
+    from bigearth_stac.torch_dataset import BigEarthNetStream
+
+    table = pa.ipc.open_file(args["table"]).read_all()
+    if args.get("rows") is not None:
+        table = table.take(pa.array(args["rows"], pa.int64()))
+    batched = args.get("batched", True)
+    t0, c0 = time.perf_counter(), _cpu()
+    ds = BigEarthNetStream(table, settings=_settings(args.get("endpoint")), shuffle=args.get("shuffle", True),
+                           batch_size=args["batch_size"] if batched else None)
+    loader = DataLoader(ds, batch_size=None if batched else args["batch_size"], num_workers=args["workers"])
+    n = sum(len(batch["id"]) for batch in loader)
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    stats = ds.stats
+    return {"samples": n, "seconds": seconds, "cpu": cpu, "bytes": stats["bytes"], "requests": stats["requests"],
+            "retries": stats["retries"]}
 
 
-def server_ceiling(settings: Any, bucket: str, key: str, seconds: float = 5.0, threads: int = 32) -> float:
-    """GET requests/s the S3 server answers for one small object, 32 client threads."""
-    client = settings.boto3_client()
-    count = [0]
+def run_ceiling(args: dict[str, Any]) -> dict[str, Any]:
+    """GETs per second of the same objects, ``in_flight`` at a time, through the ObjectReader."""
+    import threading
+
+    from bigearth_stac.io import ObjectReader
+
+    keys = json.loads(Path(args["keys"]).read_text())
+    reader = ObjectReader(_settings(args["endpoint"], args["client"]), pool_size=args["in_flight"])
     lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+    position = [0]
+    stop = time.perf_counter() + args["seconds"]
 
     def loop() -> None:
         while time.perf_counter() < stop:
-            client.get_object(Bucket=bucket, Key=key)["Body"].read()
             with lock:
-                count[0] += 1
+                key = keys[position[0] % len(keys)]
+                position[0] += 1
+            reader.get(f"s3://{BUCKET}/{key}")
 
-    t0 = time.perf_counter()
-    workers = [threading.Thread(target=loop) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return count[0] / (time.perf_counter() - t0)
+    reader.get(f"s3://{BUCKET}/{keys[0]}")  # the client exists before the clock starts
+    t0, c0 = time.perf_counter(), _cpu()
+    threads = [threading.Thread(target=loop) for _ in range(args["in_flight"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"samples": reader.requests - 1, "seconds": seconds, "cpu": cpu, "bytes": reader.bytes, "requests": reader.requests - 1,
+            "client": reader.s3_client_kind}
 
 
-def gpu_mode(table_path: str, endpoint: str | None, steps: int) -> dict[str, Any]:
-    import torch
+def run_one(args: dict[str, Any]) -> dict[str, Any]:
+    # Imported before any clock starts: imports are not what is measured (pyarrow imports
+    # pandas on first use of some compute functions, ~0.4 s).
+    import pandas  # noqa: F401
+    import torch  # noqa: F401
 
-    if not torch.cuda.is_available():
-        return {"status": "no GPU: skipped"}
-    from torch import nn
-    from torch.utils.data import DataLoader
+    import bigearth_stac.torch_dataset  # noqa: F401
 
-    from bigearth_stac.settings import StorageSettings
-    from bigearth_stac.torch_dataset import BigEarthNetStream
+    kind = args["kind"]
+    if kind == "floor":
+        out = run_floor(args)
+    elif kind == "ours":
+        out = run_ours(args)
+    elif kind == "ceiling":
+        out = run_ceiling(args)
+    elif kind == "litdata":
+        from benchmarks._litdata_row import run
 
-    def block(cin: int, cout: int, stride: int) -> nn.Module:
-        class Basic(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True),
-                                          nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-                self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                             if stride != 1 or cin != cout else nn.Identity())
+        out = run(args)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    out["samples_per_s"] = out["samples"] / out["seconds"]
+    out["cpu_percent"] = 100 * out.pop("cpu") / out["seconds"]
+    out["peak_rss"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
+    return out
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return torch.relu(self.body(x) + self.skip(x))
 
-        return Basic()
+def subprocess_run(args: dict[str, Any], python: str = sys.executable, script: str | None = None,
+                   timeout: float = 900) -> dict[str, Any]:
+    cmd = [python, script, json.dumps(args)] if script else [python, "-m", "benchmarks.bench_loader", "--run-one", json.dumps(args)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args.get('kind', 'torchgeo')} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    layers = [nn.Conv2d(14, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(True), nn.MaxPool2d(3, 2, 1)]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [block(cin, cout, stride), block(cout, cout, 1)]
-        cin = cout
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 19)).cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    settings = StorageSettings(endpoint_url=endpoint, max_pool_connections=64) if endpoint else None
-    ds = BigEarthNetStream(cycle(pa.ipc.open_file(table_path).read_all(), 100_000), resample_to_10m=True, settings=settings)
-    loader = DataLoader(ds, batch_size=64, num_workers=min(8, os.cpu_count() or 2), pin_memory=True, persistent_workers=True)
-    import subprocess as sp
 
-    utils: list[float] = []
-    n = 0
-    t0 = time.perf_counter()
-    for step, batch in enumerate(loader):
-        x = torch.cat([batch["s2"], batch["s1"]], 1).cuda(non_blocking=True)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x), batch["label"].cuda(non_blocking=True))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        n += len(batch["id"])
-        if step % 10 == 5:
-            q = sp.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"], capture_output=True, text=True)
-            if q.returncode == 0:
-                utils.append(float(q.stdout.split()[0]))
-        if step >= steps:
-            break
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    return {"status": "ran", "device": torch.cuda.get_device_name(), "samples_per_s": n / dt,
-            "gpu_utilisation_pct_mean": sum(utils) / len(utils) if utils else None}
+# -- the rows ------------------------------------------------------------------------------------
+
+
+def configurations(ns: argparse.Namespace, files: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, Any]]:
+    """Every measured configuration: ``id``, ``group``, ``label`` and the run's arguments."""
+    b = ns.batch_size
+    rows: list[dict[str, Any]] = [
+        {"id": "floor-deflate", "group": "local", "label": "decode floor: one thread, bigearth_stac.decode, DEFLATE COGs",
+         "run": {"kind": "floor", "table": files["DEFLATE"]}},
+        {"id": "floor-zstd", "group": "local", "label": "decode floor, ZSTD COGs",
+         "run": {"kind": "floor", "table": files["ZSTD"]}},
+    ]
+    for codec in ("DEFLATE", "ZSTD"):
+        for w in (0, 2):
+            rows.append({"id": f"ours-{codec.lower()}-w{w}", "group": "local",
+                         "label": f"ours, local {codec} COGs, batch_size={b}, {w} workers",
+                         "run": {"kind": "ours", "table": files[codec], "workers": w, "batch_size": b}})
+    for w in (0, 2):
+        rows.append({"id": f"ours-single-w{w}", "group": "local",
+                     "label": f"ours, local DEFLATE, single samples + DataLoader collate, {w} workers",
+                     "run": {"kind": "ours", "table": files["DEFLATE"], "workers": w, "batch_size": b, "batched": False}})
+    if files.get("torchgeo"):
+        for w in (0, 2):
+            rows.append({"id": f"torchgeo-w{w}", "group": "local", "label": f"{files['torchgeo_version']} BigEarthNet, raw v1, {w} workers",
+                         "run": {"kind": "torchgeo", "root": files["torchgeo"], "workers": w, "batch_size": b}})
+    subset = files["subset"]
+    for where, endpoint in (("local", None), ("s3+20ms", endpoints.get("proxy"))):
+        if where != "local" and endpoint is None:
+            continue
+        table = files["DEFLATE"] if endpoint is None else files["s3"]
+        for what, sel in (("full epoch", None), ("subset", subset)):
+            if sel is not None:  # ours over a full epoch: the rows ours-deflate-w0 and s3-lat-w0
+                rows.append({"id": f"peer-ours-subset-{where}", "group": f"peer {what}, {where}",
+                             "label": f"ours ({what}, {where})",
+                             "run": {"kind": "ours", "table": table, "workers": 0, "batch_size": b, "endpoint": endpoint,
+                                     "rows": sel, "shuffle": False}})
+            for chunks in ("raw", "zstd"):
+                rows.append({"id": f"peer-litdata-{chunks}-{what.split()[0]}-{where}", "group": f"peer {what}, {where}",
+                             "label": f"LitData {chunks} chunks ({what}, {where})",
+                             "run": {"kind": "litdata", "workers": 0, "batch_size": b, "endpoint": endpoint,
+                                     "local_dir": files[f"litdata-{chunks}"], "subset": sel, "shuffle": sel is None,
+                                     "input_dir": files[f"litdata-{chunks}"] if endpoint is None else f"s3://{BUCKET}/litdata-{chunks}"}})
+    for server, endpoint in (("s3rver", endpoints.get("s3rver")), ("s3rver + 20 ms/request", endpoints.get("proxy"))):
+        if endpoint is None:
+            continue
+        for w in (0, 2):
+            rows.append({"id": f"s3-{'lat' if '20' in server else 'direct'}-w{w}", "group": "s3", "server": server,
+                         "label": f"ours from {server}, batch_size={b}, {w} workers",
+                         "run": {"kind": "ours", "table": files["s3"], "workers": w, "batch_size": b, "endpoint": endpoint}})
+        for client in ("boto3", "obstore"):
+            rows.append({"id": f"ceiling-{client}-{'lat' if '20' in server else 'direct'}", "group": "ceiling", "server": server,
+                         "label": f"raw GETs, {client}, 32 in flight, {server}",
+                         "run": {"kind": "ceiling", "client": client, "endpoint": endpoint, "keys": files["keys"],
+                                 "in_flight": 32, "seconds": ns.ceiling_seconds}})
+    return rows
+
+
+def measure(config: dict[str, Any], tgvenv: Path) -> dict[str, Any]:
+    run = config["run"]
+    if run["kind"] == "torchgeo":
+        return subprocess_run(run, python=str(tgvenv / "bin" / "python"), script=str(Path(__file__).with_name("_torchgeo_row.py")))
+    return subprocess_run(run)
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and spread of each figure over the rounds."""
+    ok = [r for r in results if "error" not in r]
+    out: dict[str, Any] = {"rounds": len(ok)}
+    if not ok:
+        out["error"] = results[-1].get("error") if results else "not run"
+        return out
+    for key in ("samples_per_s", "cpu_percent", "bytes", "requests", "samples", "peak_rss", "bytes_downloaded", "chunks_read"):
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+            if key in ("samples_per_s", "cpu_percent"):
+                out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
+    rate = out["samples_per_s"]
+    out["wide"] = len(ok) > 1 and (out["samples_per_s_max"] - out["samples_per_s_min"]) > WIDE * rate
+    for key in ("client", "chunks"):
+        if key in ok[0]:
+            out[key] = ok[0][key]
+    return out
 
 
 # -- orchestration -------------------------------------------------------------------------------
@@ -256,175 +403,225 @@ def gpu_mode(table_path: str, endpoint: str | None, steps: int) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer pairs; 6,000-row runs iterate 600 samples")
-    parser.add_argument("--workdir", default="/tmp/bigearth-bench-loader")
-    parser.add_argument("--tgvenv", default="/tmp/tgvenv", help="venv with torchgeo (row a)")
+    parser.add_argument("--quick", action="store_true", help="48 pairs, 2 rounds: a smoke test (figures mean nothing)")
     parser.add_argument("--pairs", type=int, default=600)
-    parser.add_argument("--gpu-steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--subset", type=float, default=0.05, help="share of the pairs the searched label should hold")
+    parser.add_argument("--latency", type=float, default=0.020, help="seconds the proxy adds to every request")
+    parser.add_argument("--ceiling-seconds", type=float, default=3.0)
+    parser.add_argument("--litdata-chunk-bytes", default="64MB", help="LitData's chunk_bytes")
+    parser.add_argument("--workdir", default="/tmp/bigearth-bench-loader")
+    parser.add_argument("--tgvenv", default="/tmp/tgvenv", help="venv with torchgeo 0.8.x")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.run_one:
         print(json.dumps(run_one(json.loads(ns.run_one))))
         return
+    if ns.quick:
+        ns.pairs, ns.rounds, ns.ceiling_seconds = min(ns.pairs, 48), min(ns.rounds, 2), 1.0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("bigearth_devtools").setLevel(logging.WARNING)
     from bigearth_devtools.faultproxy import FaultPlan, start_fault_proxy
-    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS, start_s3_server
+    from bigearth_devtools.s3server import CONFLICTING_ENV, DUMMY_CREDENTIALS
 
+    started = time.perf_counter()
     n = ns.pairs
     workdir = Path(ns.workdir) / f"pairs-{n}"
-    paths = prepare(workdir, n)
+    paths = prepare(workdir, n, ns.litdata_chunk_bytes)
     for name in CONFLICTING_ENV:
         os.environ.pop(name, None)
     os.environ.update(DUMMY_CREDENTIALS)  # inherited by the measured subprocesses
-    table = local_table(paths["catalog"])
-    table_file = workdir / "table-local.arrow"
-    with pa.ipc.new_file(table_file, table.schema) as w:
-        w.write_table(table)
-    s3_table_file = workdir / "table-s3.arrow"
-    s3_table = local_table(paths["catalog"], base="s3://bench/catalog")
-    with pa.ipc.new_file(s3_table_file, s3_table.schema) as w:
-        w.write_table(s3_table)
-    shards = sorted(str(p) for p in paths["shards"].glob("*.tar"))
-    per_shard = -(-n // len(shards))
+    # s3rver knows one key pair, S3RVER / S3RVER, and no session tokens.
+    os.environ.update(AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER")
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    table = local_table(paths["DEFLATE"])
+    rows, subset_note = searched_subset(table, ns.subset)
+    s3_table = local_table(paths["DEFLATE"], base=f"s3://{BUCKET}/catalog")
+    keys = [h.split(f"s3://{BUCKET}/", 1)[1] for r in s3_table.select(["s2_assets", "s1_assets"]).to_pylist()
+            for h in r["s2_assets"] + r["s1_assets"]]
+    files: dict[str, Any] = {
+        "DEFLATE": write_table(table, workdir / "table-deflate.arrow"),
+        "ZSTD": write_table(local_table(paths["ZSTD"]), workdir / "table-zstd.arrow"),
+        "s3": write_table(s3_table, workdir / "table-s3.arrow"),
+        "litdata-raw": str(paths["litdata-raw"]), "litdata-zstd": str(paths["litdata-zstd"]),
+        "subset": rows,
+    }
+    (workdir / "keys.json").write_text(json.dumps(keys))
+    files["keys"] = str(workdir / "keys.json")
+    tg = torchgeo_version(Path(ns.tgvenv))
+    if tg is not None:
+        files["torchgeo"], files["torchgeo_version"] = str(paths["raw"]), f"torchgeo {tg}"
+    notes: list[str] = [f"searched subset: {subset_note}"]
+    if tg is None:
+        notes.append(f"torchgeo rows skipped: no torchgeo in {ns.tgvenv} "
+                     f"(python -m venv {ns.tgvenv} && {ns.tgvenv}/bin/pip install torch==2.14.1 torchvision==0.29.1 'torchgeo==0.8.*')")
 
-    server = start_s3_server("127.0.0.1")
-    proxy = start_fault_proxy(server.endpoint_url, FaultPlan(latency=0.020))
-    results: dict[str, Any] = {"rows": [], "pairs": n, "quick": ns.quick}
+    endpoints: dict[str, str] = {}
+    server = proxy = None
+    s3data = Path(tempfile.mkdtemp(prefix="s3rver-", dir=workdir))
     try:
-        settings = server.settings()
-        t0 = time.perf_counter()
-        upload(settings, "bench", paths["catalog"], paths["shards"])
-        log.info("uploaded in %.0f s", time.perf_counter() - t0)
-        key = "catalog/" + s3_table.column("s1_assets")[0].as_py()[0].split("/catalog/", 1)[1]
-        results["server_ceiling_rps"] = server_ceiling(settings, "bench", key)
-        log.info("moto ceiling %.0f GET/s", results["server_ceiling_rps"])
-        s3_shards = [f"s3://bench/shards/{Path(s).name}" for s in shards]
-        rows = [
-            ("(b) stream, local disk", {"kind": "stream", "table": str(table_file)}),
-            ("(c) stream, loopback S3", {"kind": "stream", "table": str(s3_table_file), "endpoint": server.endpoint_url}),
-            ("(d) stream, S3 + 20 ms/request", {"kind": "stream", "table": str(s3_table_file), "endpoint": proxy.endpoint_url}),
-            ("(e) tar shards, local disk", {"kind": "tar", "shards": shards}),
-            ("(e) tar shards, loopback S3", {"kind": "tar", "shards": s3_shards, "endpoint": server.endpoint_url}),
-        ]
-        for label, base in rows:
-            entry: dict[str, Any] = {"row": label}
-            for workers in (0, 2):
-                args = {**base, "workers": workers, "batch_size": 32, "rows": n, "n_shards": len(shards)}
-                log.info("%s, %d workers", label, workers)
-                r = subprocess_run(args)
-                entry[f"samples_per_s_w{workers}"] = r["samples_per_s"]
-                entry[f"rss_600_w{workers}"] = r["peak_rss_per_worker"]
-                entry.setdefault("requests_per_sample", r.get("requests_per_sample"))
-                entry.setdefault("bytes_per_sample", r.get("bytes_per_sample"))
-            if base["kind"] == "tar":
-                total = sum(Path(s).stat().st_size for s in shards)
-                entry["requests_per_sample"] = 1 / per_shard
-                entry["bytes_per_sample"] = total / n
-            big = {**base, "workers": 2, "batch_size": 32, "rows": 10 * n, "n_shards": 10 * len(shards)}
-            if ns.quick:
-                big["limit"] = n
-            log.info("%s, 2 workers, %d rows", label, 10 * n)
-            r = subprocess_run(big)
-            entry["rss_6000_w2"] = r["peak_rss_per_worker"]
-            entry["samples_6000_run"] = r["samples"]
-            results["rows"].append(entry)
-        results["rows"].insert(0, torchgeo_row(ns, paths["raw"], n))
-        results["gpu"] = gpu_mode(str(s3_table_file), server.endpoint_url, ns.gpu_steps)
+        try:
+            server = S3rver(s3data)
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            notes.append(f"S3 rows skipped: {exc}")
+        if server is not None:
+            from bigearth_stac.settings import StorageSettings
+
+            t0 = time.perf_counter()
+            upload(StorageSettings(endpoint_url=server.endpoint_url, region="us-east-1"), paths)
+            log.info("uploaded to s3rver in %.0f s", time.perf_counter() - t0)
+            proxy = start_fault_proxy(server.endpoint_url, FaultPlan(latency=ns.latency))
+            endpoints = {"s3rver": server.endpoint_url, "proxy": proxy.endpoint_url}
+        configs = configurations(ns, files, endpoints)
+        raw: dict[str, list[dict[str, Any]]] = {c["id"]: [] for c in configs}
+        for rnd in range(ns.rounds):
+            for config in configs:  # alternated: A B C ... per round
+                log.info("round %d/%d: %s", rnd + 1, ns.rounds, config["label"])
+                try:
+                    raw[config["id"]].append(measure(config, Path(ns.tgvenv)))
+                except Exception as exc:  # a row that fails is reported, not fatal
+                    log.warning("%s failed: %s", config["id"], str(exc)[-800:])
+                    raw[config["id"]].append({"error": str(exc)[-800:]})
     finally:
-        proxy.stop()
-        server.stop()
-    results["environment"] = environment(ns.tgvenv)
+        if proxy is not None:
+            proxy.stop()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(s3data, ignore_errors=True)
+    results = {
+        "pairs": n, "rounds": ns.rounds, "quick": ns.quick, "batch_size": ns.batch_size, "latency_s": ns.latency,
+        "litdata_chunk_bytes": ns.litdata_chunk_bytes, "subset_rows": len(rows), "notes": notes,
+        "rows": [{k: c[k] for k in ("id", "group", "label", "server") if k in c} | summarise(raw[c["id"]]) | {"runs": raw[c["id"]]}
+                 for c in configs],
+        "environment": environment(), "duration_s": time.perf_counter() - started,
+    }
     write(results)
 
 
-def torchgeo_row(ns: argparse.Namespace, raw: Path, n: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"row": "(a) torchgeo BigEarthNet, raw v1"}
-    python = Path(ns.tgvenv) / "bin" / "python"
+def torchgeo_version(venv: Path) -> str | None:
+    python = venv / "bin" / "python"
     if not python.exists():
-        entry["unavailable"] = f"no torchgeo venv at {ns.tgvenv}"
-        return entry
-    script = str(Path(__file__).with_name("_torchgeo_row.py"))
-    split = raw / "bigearthnet-train.csv"
-    try:
-        for workers, size in ((0, n), (2, n), (2, 10 * n)):
-            split.write_text((raw / f"split-{size}.csv").read_text())
-            args = {"root": str(raw), "workers": workers, "batch_size": 32, "limit": n if ns.quick else None}
-            log.info("(a) torchgeo, %d workers, %d rows", workers, size)
-            r = subprocess_run(args, python=str(python), script=script)
-            if size == n:
-                entry[f"samples_per_s_w{workers}"] = r["samples_per_s"]
-                entry[f"rss_600_w{workers}"] = r["peak_rss_per_worker"]
-            else:
-                entry["rss_6000_w2"] = r["peak_rss_per_worker"]
-                entry["samples_6000_run"] = r["samples"]
-            entry["versions"] = f"torchgeo {r['torchgeo']}, torch {r['torch']}"
-    except Exception as exc:  # report the row as unavailable, with the reason
-        entry["unavailable"] = str(exc)[-500:]
-    files = list(raw.glob("BigEarthNet-v1.0/*/*.tif"))[:14 * 20] + list(raw.glob("BigEarthNet-S1-v1.0/*/*.tif"))[:2 * 20]
-    entry["requests_per_sample"] = 14
-    entry["bytes_per_sample"] = sum(f.stat().st_size for f in files) / 20
-    return entry
+        return None
+    proc = subprocess.run([str(python), "-c", "import torchgeo; print(torchgeo.__version__)"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def environment(tgvenv: str) -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     import imagecodecs
     import tifffile
     import torch
 
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "tifffile": tifffile.__version__, "imagecodecs": imagecodecs.__version__}
+    env = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+           "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+           "tifffile": tifffile.__version__, "imagecodecs": imagecodecs.__version__,
+           "load_average_at_end": os.getloadavg()}
+    for name in ("obstore", "litdata", "boto3"):
+        try:
+            env[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            env[name] = None
+    return env
 
 
-def _mib(v: float | None) -> str:
-    return "-" if v is None else f"{v / 2**20:.0f}"
+# -- report --------------------------------------------------------------------------------------
+
+
+def _rate(r: dict[str, Any]) -> str:
+    if "samples_per_s" not in r:
+        return f"failed: {str(r.get('error', ''))[:100]}"
+    spread = f"{r['samples_per_s_min']:,.0f}-{r['samples_per_s_max']:,.0f}"
+    return f"**{r['samples_per_s']:,.0f}** | {spread}{' (wide)' if r.get('wide') else ''}"
+
+
+def _mb(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1e6:,.1f}"
 
 
 def write(results: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "loader.json").write_text(json.dumps(results, indent=2) + "\n")
-    rows = results["rows"]
-    n = results["pairs"]
-    base = next((r for r in rows if r["row"].startswith("(a)") and "samples_per_s_w0" in r), None)
-    local = next(r for r in rows if r["row"].startswith("(b)"))
-    s3 = next(r for r in rows if r["row"].startswith("(c)"))
-    lat = next(r for r in rows if r["row"].startswith("(d)"))
-    lines = [
-        "# Streaming loader benchmark", "",
-        f"{results['pairs']} synthetic pairs (real format){' - quick mode' if results['quick'] else ''}; "
-        f"moto S3 server ceiling measured alone: **{results['server_ceiling_rps']:.0f} GET/s** (32 client threads, one small object).",
-        "", f"| row | samples/s, 0 workers | samples/s, 2 workers | requests/sample | KB/sample | peak RSS/worker MiB, {n:,} (w0 / w2) | peak RSS/worker MiB, {10 * n:,} (w2) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "unavailable" in r and "samples_per_s_w0" not in r:
-            lines.append(f"| {r['row']} | unavailable: {r['unavailable'][:120]} | | | | | |")
-            continue
-        lines.append(
-            f"| {r['row']} | {r['samples_per_s_w0']:.0f} | {r['samples_per_s_w2']:.0f} | {r['requests_per_sample']:.3g} | "
-            f"{r['bytes_per_sample'] / 1000:.0f} | {_mib(r.get('rss_600_w0'))} / {_mib(r.get('rss_600_w2'))} | {_mib(r.get('rss_6000_w2'))} |"
-        )
-    lines += ["", "Targets:"]
-    if base:
-        lines.append(f"- (b) / (a) per process (0 workers): **{local['samples_per_s_w0'] / base['samples_per_s_w0']:.1f}x** (target >= 5x); "
-                     f"2 workers: {local['samples_per_s_w2'] / base['samples_per_s_w2']:.1f}x")
-    lines.append(f"- (d) / (c): **{lat['samples_per_s_w0'] / s3['samples_per_s_w0']:.2f}x** with 0 workers, "
-                 f"**{lat['samples_per_s_w2'] / s3['samples_per_s_w2']:.2f}x** with 2 (target >= 0.9x)")
-    lines.append(f"- requests per sample (b): {local['requests_per_sample']:.2f} (target <= 4)")
-    lines.append(f"- peak RSS per worker (b), 2 workers: {_mib(local['rss_600_w2'])} MiB at {n:,} rows, "
-                 f"{_mib(local['rss_6000_w2'])} MiB at {10 * n:,} rows (target < 1,024 MiB and flat)")
-    gpu = results.get("gpu", {})
-    lines += ["", f"GPU mode: {gpu.get('status')}" + (f" on {gpu['device']}: {gpu['samples_per_s']:.0f} samples/s, mean GPU utilisation "
-                                                        f"{gpu['gpu_utilisation_pct_mean']}%" if gpu.get("status") == "ran" else "")]
+    rows = {r["id"]: r for r in results["rows"]}
+    lines = ["# Streaming loader benchmark", "",
+             f"{results['pairs']} synthetic pairs (real format){' - quick mode: a smoke test, figures mean nothing' if results['quick'] else ''}; "
+             f"{results['rounds']} rounds, configurations alternated, each run in a fresh process; median and min-max over the rounds "
+             f"(**wide** where the spread exceeds {WIDE:.0%} of the median). CPU: the run's process and its DataLoader workers, % of one core.",
+             ""]
+    lines += ["## Local files", "", "| row | samples/s | min-max | CPU % | KB read/sample |", "|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if r["group"] == "local":
+            per = r["bytes"] / max(r.get("samples", 1), 1) / 1e3 if r.get("bytes") else None
+            lines.append(f"| {r['label']} | {_rate(r)} | {r.get('cpu_percent', 0):.0f} | {'-' if per is None else f'{per:.0f}'} |")
+    lines += ["", f"## Peers: full epoch and a searched subset ({results['subset_rows']} pairs), 0 workers", "",
+              "| row | samples/s | min-max | MB read | requests |", "|---|---|---|---|---|"]
+    same = {"peer full epoch, local": "ours-deflate-w0", "peer full epoch, s3+20ms": "s3-lat-w0"}
+    shown: set[str] = set()
+    for r in results["rows"]:
+        if r["group"] in same and r["group"] not in shown and same[r["group"]] in rows:
+            shown.add(r["group"])
+            o = rows[same[r["group"]]]
+            lines.append(f"| ours ({r['group'].removeprefix('peer ')}; = {o['label']}) | {_rate(o)} | {_mb(o.get('bytes'))} | {o.get('requests', 0):,.0f} |")
+        if r["group"].startswith("peer"):
+            nbytes = r["bytes_downloaded"] if r.get("bytes_downloaded") is not None else r.get("bytes")
+            requests = f"{r['requests']:,.0f}" if r.get("requests") is not None else f"{r.get('chunks_read', 0):.0f} of {r.get('chunks', '?')} chunks"
+            lines.append(f"| {r['label']} | {_rate(r)} | {_mb(nbytes)} | {requests} |")
+    lines += ["", "## From the loopback S3 server (s3rver), beside the server's raw GET ceiling", "",
+              "| row | samples/s (or GET/s) | min-max | CPU % | requests/sample |", "|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if r["group"] in ("s3", "ceiling"):
+            per = r["requests"] / max(r["samples"], 1) if r.get("requests") and r["group"] == "s3" else None
+            lines.append(f"| {r['label']} | {_rate(r)} | {r.get('cpu_percent', 0):.0f} | {'-' if per is None else f'{per:.2f}'} |")
+    lines += ["", "## Against the targets of issue 15", ""] + targets(rows)
+    wide = [r["label"] for r in results["rows"] if r.get("wide")]
+    if wide:
+        lines += ["", f"**Warning: wide spread** (max - min > {WIDE:.0%} of the median) in {len(wide)} rows: "
+                  + "; ".join(wide) + ". The machine was not quiet: rerun before quoting these."]
     env = results["environment"]
-    lines += ["", f"Environment: Python {env['python']}, torch {env['torch']}, tifffile {env['tifffile']}, imagecodecs {env['imagecodecs']}, "
-              f"{env['cpus']} CPUs ({env['platform']}).",
-              "Peak RSS is VmHWM of each DataLoader worker (of the process with 0 workers), so it includes torch itself. "
-              "The 6,000-sample runs cycle the 600-pair table (and the shard list) ten times rather than building 6,000 pairs"
-              + ("; in quick mode they iterate only the first 600 samples of the 6,000-row table." if results["quick"] else "."),
-              "Every configuration runs in a fresh subprocess; the machine is shared, so figures are noisy: compare rows of one run."]
+    lines += ["", "Notes: " + " ".join(f"{n}." for n in results["notes"]),
+              f"LitData chunks of {results['litdata_chunk_bytes']}; its bytes read are, locally, the chunks holding the samples, "
+              "from S3 what its downloader transferred (whole chunks, or single items by byte range from uncompressed chunks). LitData's subset reads items by index in chunk order (its best case) "
+              "and is not collated; ours yields collated batches.",
+              "", f"Environment: Python {env['python']}, torch {env['torch']}, obstore {env.get('obstore')}, litdata {env.get('litdata')}, "
+              f"tifffile {env['tifffile']}, imagecodecs {env['imagecodecs']}, {env['cpus']} CPUs ({env['platform']}); "
+              f"load average at the end {', '.join(f'{x:.2f}' for x in env['load_average_at_end'])}; "
+              f"the run took {results['duration_s'] / 60:.1f} min."]
     (RESULTS / "loader.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def targets(rows: dict[str, dict[str, Any]]) -> list[str]:
+    def rate(key: str) -> float | None:
+        return rows.get(key, {}).get("samples_per_s")
+
+    def ratio(a: str, b: str) -> float | None:
+        x, y = rate(a), rate(b)
+        return x / y if x and y else None
+
+    def line(text: str, value: float | None, target: float, unit: str = "x") -> str:
+        if value is None:
+            return f"- {text}: not measured"
+        return f"- {text}: **{value:.2f}{unit}** (target >= {target}{unit}: {'met' if value >= target else 'missed'})"
+
+    out = [line("ours, 0 workers / torchgeo, 0 workers", ratio("ours-deflate-w0", "torchgeo-w0"), 8),
+           line("ours, 0 workers / decode floor", ratio("ours-deflate-w0", "floor-deflate"), 0.8),
+           line("ours, 2 workers / ours, 0 workers", ratio("ours-deflate-w2", "ours-deflate-w0"), 1.8),
+           line("ZSTD / DEFLATE decode floor", ratio("floor-zstd", "floor-deflate"), 1.0),
+           line("ours full epoch / LitData zstd, local", ratio("ours-deflate-w0", "peer-litdata-zstd-full-local"), 1.0),
+           line("ours full epoch / LitData zstd, S3 + 20 ms", ratio("s3-lat-w0", "peer-litdata-zstd-full-s3+20ms"), 1.0)]
+    for where in ("local", "s3+20ms"):
+        for chunks in ("raw", "zstd"):
+            ours, peer = rows.get(f"peer-ours-subset-{where}", {}), rows.get(f"peer-litdata-{chunks}-subset-{where}", {})
+            speed = ratio(f"peer-ours-subset-{where}", f"peer-litdata-{chunks}-subset-{where}")
+            ours_bytes = ours.get("bytes")
+            peer_bytes = peer["bytes_downloaded"] if peer.get("bytes_downloaded") is not None else peer.get("bytes")
+            out.append(line(f"subset {where}: ours / LitData {chunks}, samples/s", speed, 5))
+            out.append(line(f"subset {where}: LitData {chunks} / ours, bytes read",
+                            peer_bytes / ours_bytes if peer_bytes and ours_bytes else None, 5))
+    for w in (0, 2):
+        value = rate(f"s3-direct-w{w}")
+        out.append(f"- ours from s3rver, {w} workers: " + ("not measured" if value is None else
+                   f"**{value:,.0f} samples/s** (target >= 300: {'met' if value >= 300 else 'missed'})"))
+    return out
 
 
 if __name__ == "__main__":

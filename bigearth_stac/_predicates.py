@@ -31,8 +31,18 @@ import shapely
 import shapely.errors
 import shapely.geometry
 
-from bigearth_stac.contract import LABEL_MASK_COLUMNS, label_bits
-from bigearth_stac.vocab import PREFIX, UnknownLabelError
+from bigearth_stac.contract import CLC_FRACTIONS, LABEL_MASK_COLUMNS, label_bits
+from bigearth_stac.vocab import (
+    CLC_CODES,
+    CODE_OF_43,
+    LABELS_19,
+    LABELS_43,
+    MAP_43_TO_19,
+    PREFIX,
+    RELEASE_V1,
+    UnknownLabelError,
+    closest,
+)
 
 INTERSECTS_UDF = "bes_intersects"
 
@@ -202,14 +212,98 @@ class Column:
     """``string``, ``number``, ``bool``, ``timestamp``, ``list`` or ``geometry``."""
     element: str | None = None
     """For a ``list``: the kind of its elements (``string``, ``number``...); ``None`` otherwise."""
+    path: tuple[str, str] | None = None
+    """A field of a struct column, ``(column, field)`` (a pixel fraction); ``None``: a column."""
+    float32: bool = False
+    """Values are ``float32``: literals are compared as ``float32`` too, so ``>= 0.35`` holds for a
+    stored ``0.35`` (as a double, float32's 0.35 is 0.3499999940...)."""
 
     @property
     def sql(self) -> str:
+        if self.path is not None:
+            return f"struct_extract({quote(self.path[0])}, '{self.path[1]}')"
         return quote(self.name)
 
     @property
+    def param(self) -> str:
+        """The SQL placeholder of a literal compared with this column."""
+        return "CAST(? AS FLOAT)" if self.float32 else "?"
+
+    @property
+    def prunable(self) -> bool:
+        """Whether a ``pyarrow`` prefilter on :attr:`field` prunes row groups exactly (top-level
+        columns compared in their own type; not struct fields or float32 values)."""
+        return self.path is None and not self.float32
+
+    @property
     def field(self) -> pc.Expression:
-        return pc.field(self.name)
+        return pc.field(*self.path) if self.path is not None else pc.field(self.name)
+
+
+# -----------------------------------------------------------------------------------------------
+# Pixel fractions (BigEarthNet v2.0: the reference maps' share of each CLC Level-3 class)
+# -----------------------------------------------------------------------------------------------
+
+FRACTION_PROPERTIES = ("clc_fractions", CLC_FRACTIONS)
+"""How a filter names a pixel fraction: ``clc_fractions.<code>`` or ``bigearthnet:clc_fractions.<code>``
+(``<code>`` a CLC Level-3 code such as ``312``, or the 43-class name, ``Coniferous forest``)."""
+
+FRACTIONS_HELP = ("pixel fractions are per CLC Level-3 class: a CLC code of the 43 classes (111 ... 523) or a "
+                  "43-class name, with a fraction from 0 to 1")
+
+
+def fraction_code(key: Any) -> int:
+    """The CLC Level-3 code of a pixel-fraction key: a code (``312``, ``"312"``) or a 43-class name.
+
+    A 19-class name that is not also a 43-class name is refused with the 43-class classes it
+    stands for; an unknown name with the closest 43-class names. Raises :class:`LabelQueryError`.
+    """
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        code: Any = int(key)
+    elif isinstance(key, str) and key.strip().isdigit():
+        code = int(key.strip())
+    elif isinstance(key, str):
+        if key in CODE_OF_43:
+            return CODE_OF_43[key]
+        if key in LABELS_19:
+            members = [f"{n!r} ({CODE_OF_43[n]})" for n, t in MAP_43_TO_19.items() if t == key]
+            raise LabelQueryError(f"pixel fraction of {key!r}: that is a 19-class name, and fractions are per "
+                                  f"43-class (CLC Level-3) class; it stands for {', '.join(members)}")
+        hint = closest(key, LABELS_43)
+        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise LabelQueryError(f"pixel fraction of unknown class {excerpt(key)}.{did} {FRACTIONS_HELP}")
+    else:
+        raise QueryError(f"pixel fraction of {excerpt(key)}: {FRACTIONS_HELP}")
+    if code not in CLC_CODES:
+        raise LabelQueryError(f"pixel fraction of CLC code {code}: not one of the 43 classes of BigEarthNet "
+                              f"({', '.join(map(str, CLC_CODES))})")
+    return int(code)
+
+
+def fraction_value(key: Any, value: Any) -> float:
+    """A fraction threshold in [0, 1] as a float; :class:`QueryError` naming the class otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+            or not 0 <= float(value) <= 1:
+        raise QueryError(f"pixel fraction of {excerpt(key)} must be a number from 0 to 1, got {excerpt(value)}")
+    return float(value)
+
+
+def min_fractions_predicate(thresholds: Any, columns: Columns) -> Predicate:
+    """``{class: fraction}`` -> every class covers at least its fraction of the reference map.
+
+    Keys are CLC codes or 43-class names (:func:`fraction_code`), values in [0, 1]. The test is
+    ``clc_fractions.<code> >= value`` in ``float32``, the type the index stores; rows without a
+    map (null fractions) never match.
+    """
+    if not isinstance(thresholds, Mapping):
+        raise QueryError(f"min_fractions must be a mapping of class (43-class name or CLC code) to a fraction "
+                         f"from 0 to 1, e.g. {{'Coniferous forest': 0.3}}, got {excerpt(thresholds)}")
+    parts: list[Predicate] = []
+    for key, value in thresholds.items():
+        threshold = fraction_value(key, value)
+        col = columns.fraction(key)
+        parts.append(Predicate(f"({col.sql} >= {col.param})", (threshold,)))
+    return and_(parts)
 
 
 def _kind(t: pa.DataType) -> str | None:
@@ -232,12 +326,23 @@ class Columns:
     """The queryable properties of one index (from its Arrow schema), with short aliases.
 
     ``bigearthnet:labels_19`` may also be written ``labels_19``; ``geometry`` is only for the
-    spatial operators.
+    spatial operators. The pixel fractions of a v2.0 index are the properties
+    ``bigearthnet:clc_fractions.<code>`` (``clc_fractions.<code>``; a 43-class name for the code
+    works too), numbers (:meth:`fraction`).
+
+    ``release``: the release of the index's items, when known; pixel fractions of a v1.0 index
+    (which has no reference maps) are refused.
     """
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, release: str | None = None) -> None:
         self.masks: frozenset[str] = frozenset(n for n in LABEL_MASK_COLUMNS.values() if n in schema.names)
         """The label bit-mask columns this index has (see :func:`label_array_predicate`)."""
+        self.release = release
+        fractions = schema.field(CLC_FRACTIONS).type if CLC_FRACTIONS in schema.names else None
+        self.fractions: frozenset[str] | None = (
+            frozenset(fractions.field(i).name for i in range(fractions.num_fields))
+            if fractions is not None and pa.types.is_struct(fractions) else None)
+        """CLC codes (as strings) of the index's pixel-fraction struct; ``None``: the index has none."""
         self.by_name: dict[str, Column] = {}
         for f in schema:
             kind = _kind(f.type)
@@ -253,15 +358,34 @@ class Columns:
     def get(self, name: str) -> Column:
         if not isinstance(name, str):
             raise QueryError(f"a property name must be a string, got {excerpt(name)}")
+        head, dot, rest = name.partition(".")
+        if dot and head in FRACTION_PROPERTIES:
+            return self.fraction(rest)
         full = self.aliases.get(name, name)
         if full in self.by_name:
             return self.by_name[full]
-        from bigearth_stac.vocab import closest
-
         hint = closest(name, list(self.by_name) + list(self.aliases))
         did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-        raise QueryError(f"unknown property {excerpt(name)}.{did} Queryable properties: {', '.join(self.names())} "
-                         f"(the bigearthnet: prefix may be left out)")
+        fractions = self.fractions is not None and self.release != RELEASE_V1
+        more = f", {CLC_FRACTIONS}.<CLC code or 43-class name>" if fractions else ""
+        raise QueryError(f"unknown property {excerpt(name)}.{did} Queryable properties: {', '.join(self.names())}"
+                         f"{more} (the bigearthnet: prefix may be left out)")
+
+    def fraction(self, key: Any) -> Column:
+        """The pixel fraction of one class (a CLC code or a 43-class name) as a number column.
+
+        A :class:`QueryError` when the index has no fractions (a v1.0 index, or one built before
+        them), naming what has them.
+        """
+        if self.release == RELEASE_V1 or self.fractions is None:
+            what = ("BigEarthNet v1.0 has no reference maps" if self.release == RELEASE_V1
+                    else f"this index has no pixel fractions ({CLC_FRACTIONS})")
+            raise QueryError(f"pixel fraction of {excerpt(key)}: {what}; pixel fractions come from the reference "
+                             "maps of BigEarthNet v2.0: search a v2.0 catalog (release='v2.0')")
+        code = str(fraction_code(key))
+        if code not in self.fractions:
+            raise QueryError(f"pixel fraction of {excerpt(key)}: the index's {CLC_FRACTIONS} has no field {code}")
+        return Column(f"{CLC_FRACTIONS}.{code}", "number", path=(CLC_FRACTIONS, code), float32=True)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -467,7 +591,7 @@ def time_predicate(interval: tuple[datetime | None, datetime | None], column: st
 
 __all__ = [
     "INT64_MAX", "INTERSECTS_UDF", "MAX_JSON_DEPTH", "MAX_JSON_NODES", "TRUE", "Column", "Columns",
-    "LabelQueryError", "Predicate", "QueryError", "and_", "as_int", "bbox_predicate", "check_json_shape",
-    "excerpt", "intersects", "intersects_udf", "not_", "or_", "parse_bbox", "parse_geometry", "parse_instant",
+    "FRACTION_PROPERTIES", "LabelQueryError", "Predicate", "QueryError", "and_", "as_int", "bbox_predicate",
+    "check_json_shape", "excerpt", "fraction_code", "fraction_value", "min_fractions_predicate", "intersects", "intersects_udf", "not_", "or_", "parse_bbox", "parse_geometry", "parse_instant",
     "parse_interval", "quote", "time_predicate",
 ]

@@ -19,10 +19,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bigearth_stac.decode import Expected
-from bigearth_stac.vocab import BANDS, S1_BAND_NAMES, S2_BAND_NAMES, Layout, Modality, band_groups
+from bigearth_stac.contract import REFERENCE_MAP_ASSET
+from bigearth_stac.decode import DecodeError, Expected, decode
+from bigearth_stac.vocab import (
+    BANDS,
+    CLASS_ORDERS,
+    CLC_CODES,
+    CLC_NODATA,
+    MAP_43_TO_19,
+    S1_BAND_NAMES,
+    S2_BAND_NAMES,
+    Layout,
+    Modality,
+    band_groups,
+)
 
-__all__ = ["BandPlan", "asset_expectations", "band_plan", "split_bands", "upsample_nearest", "downsample_mean"]
+__all__ = ["BandPlan", "MaskPlan", "asset_expectations", "band_plan", "mask_plan", "reference_map_expectation",
+           "split_bands", "upsample_nearest", "downsample_mean"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +128,89 @@ def downsample_mean(array: np.ndarray, factor: int) -> np.ndarray:
     *lead, h, w = array.shape
     blocks = array.reshape(*lead, h // factor, factor, w // factor, factor).astype(np.float32)
     return blocks.mean(axis=(-3, -1), dtype=np.float32)
+
+
+# -- reference maps (BigEarthNet v2.0) -> class-index masks ------------------------------------------
+
+
+def reference_map_expectation() -> Expected:
+    """What a reference-map COG must decode to: one band of 120 x 120 ``uint16`` CLC codes."""
+    size = BANDS["B02"].size  # the grid of the 10 m bands
+    return Expected(1, size, size, np.dtype("uint16"), REFERENCE_MAP_ASSET)
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """How a reference map (CLC Level-3 codes) becomes a mask of class indices.
+
+    ``lut[code]`` is the index of the code's class in ``classes`` (the 43 classes, or the 19
+    through the official 43 -> 19 table), ``ignore_index`` for nodata (0) and for the 11 classes
+    without a 19-class counterpart. A code that is neither nodata nor one of the 43 classes is a
+    :class:`~bigearth_stac.decode.DecodeError` naming it (a map the builder would have refused).
+    """
+
+    nomenclature: str
+    """``"19"`` or ``"43"``."""
+    class_order: str
+    classes: tuple[str, ...]
+    """Class names, in index order (``CLASS_ORDERS[class_order][nomenclature]``)."""
+    ignore_index: int
+    lut: np.ndarray
+    """``int64`` of 65,536 entries: CLC code -> class index or ``ignore_index``."""
+    known: np.ndarray
+    """``bool`` of 65,536 entries: nodata or one of the 43 codes."""
+    expected: Expected
+
+    def check(self, codes: np.ndarray) -> None:
+        """Raise :class:`DecodeError` if ``codes`` holds a value that is neither nodata nor a CLC code of the 43."""
+        if not self.known[codes].all():
+            bad = np.unique(codes[~self.known[codes]])
+            raise DecodeError(f"{REFERENCE_MAP_ASSET}: values {bad[:8].tolist()} are neither nodata ({CLC_NODATA}) "
+                              "nor CLC codes of the 43 BigEarthNet classes")
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """COG bytes -> the ``int64`` (120, 120) mask (shape and dtype checked on the header)."""
+        codes = decode(data, self.expected)[0]
+        self.check(codes)
+        return self.lut[codes]
+
+    def write(self, out: np.ndarray, data: bytes) -> None:
+        """Decode ``data`` into ``out`` (a (120, 120) array of any integer dtype that holds the indices)."""
+        codes = decode(data, self.expected)[0]
+        self.check(codes)
+        if out.dtype == self.lut.dtype:
+            np.take(self.lut, codes, out=out)
+        else:
+            np.copyto(out, self.lut[codes], casting="unsafe")
+
+
+def mask_plan(nomenclature: str, class_order: str = "original", ignore_index: int = 255) -> MaskPlan:
+    """The :class:`MaskPlan` of masks over the ``nomenclature`` classes in ``class_order``.
+
+    ``ignore_index`` must not be a class index (0 ... 18 or 0 ... 42) and must fit ``int64``.
+    """
+    if nomenclature not in ("19", "43"):
+        raise ValueError(f"mask nomenclature must be '19' or '43', got {nomenclature!r}")
+    if class_order not in CLASS_ORDERS:
+        raise ValueError(f"unknown class order {class_order!r}; choose from {sorted(CLASS_ORDERS)}")
+    classes = CLASS_ORDERS[class_order][nomenclature]
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}")
+    ignore_index = int(ignore_index)
+    if 0 <= ignore_index < len(classes):
+        raise ValueError(f"ignore_index {ignore_index} is the index of class {classes[ignore_index]!r} of the "
+                         f"{nomenclature}-class mask (0 ... {len(classes) - 1}); choose another (default 255)")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index {ignore_index} does not fit int64")
+    position = {name: i for i, name in enumerate(classes)}
+    lut = np.full(65536, ignore_index, dtype=np.int64)
+    known = np.zeros(65536, dtype=bool)
+    known[CLC_NODATA] = True
+    for code, name in CLC_CODES.items():
+        known[code] = True
+        target = name if nomenclature == "43" else MAP_43_TO_19[name]
+        if target is not None:
+            lut[code] = position[target]
+    lut.flags.writeable = False
+    known.flags.writeable = False
+    return MaskPlan(nomenclature, class_order, classes, ignore_index, lut, known, reference_map_expectation())

@@ -1,10 +1,14 @@
 """Open a published catalog by its root URL and reach its search indexes, without crawling items.
 
-``Catalog.open(url)`` reads the root ``catalog.json``, follows its ``child`` links to the two
-collections and finds each one's ``geoparquet-items`` asset (the stac-geoparquet index). Nothing
-else is read until a search runs; item JSONs are never read. Local paths, ``http(s)://`` and
-``s3://`` work alike (see :mod:`bigearth_stac.io`): remote indexes are read by range requests,
-and each index's Parquet footer is read once and cached for the catalog's lifetime.
+``Catalog.open(url)`` reads the root ``catalog.json``, follows its ``child`` links to the
+collections and finds each one's ``geoparquet-items`` asset (the stac-geoparquet index). A root
+may hold the collections of one release or of both (BigEarthNet v1.0: ``bigearthnet-s2`` /
+``-s1``; v2.0 (reBEN): ``bigearthnet-v2-s2`` / ``-s1``); they are told apart by their ids
+(:func:`bigearth_stac.contract.release_and_modality`) and their indexes kept by
+``(release, modality)``. Nothing else is read until a search runs; item JSONs are never read.
+Local paths, ``http(s)://`` and ``s3://`` work alike (see :mod:`bigearth_stac.io`): remote
+indexes are read by range requests, and each index's Parquet footer is read once and cached for
+the catalog's lifetime.
 
 Remote indexes are read through a local read-through cache (:mod:`bigearth_stac._indexcache`):
 a query fetches the column chunks it needs concurrently and keeps them on disk, keyed by the
@@ -42,11 +46,18 @@ from bigearth_stac._indexcache import (
     cached_filesystem,
 )
 from bigearth_stac._indexfs import remote_object
-from bigearth_stac.contract import CATALOG_FILE, INDEX_ASSET, prop
+from bigearth_stac.contract import (
+    CATALOG_FILE,
+    COLLECTION_IDS,
+    INDEX_ASSET,
+    RELEASES,
+    prop,
+    release_and_modality,
+)
 from bigearth_stac.hrefs import Scope, catalog_root, parse, scheme_of
 from bigearth_stac.io import filesystem_for, open_url, path_in_filesystem
 from bigearth_stac.settings import StorageSettings
-from bigearth_stac.vocab import S1_COLLECTION, S2_COLLECTION
+from bigearth_stac.vocab import RELEASE_V1, RELEASE_V2, S1_COLLECTION, S2_COLLECTION
 
 if TYPE_CHECKING:
     from bigearth_stac.search import SearchResult
@@ -54,6 +65,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODALITY_OF = {S2_COLLECTION: "s2", S1_COLLECTION: "s1"}
+"""v1 collection id -> modality (kept for callers of old; :func:`~bigearth_stac.contract.release_and_modality`
+knows every release)."""
+
+DEFAULT_RELEASE = RELEASE_V2
+"""The release a catalog holding several opens with (the current one), unless ``release=`` says."""
+
+_RELEASE_ALIASES = {alias: release for release in RELEASES
+                    for alias in (release, release.lstrip("v"), release.split(".")[0], release.split(".")[0].lstrip("v"))}
+
+
+def normalize_release(value: object) -> str:
+    """``"v2.0"`` for ``"v2.0"``, ``"v2"``, ``"2.0"``, ``"2"`` or ``2`` (likewise v1); else :class:`ValueError`
+    naming the value and the releases."""
+    key = str(value).strip().lower() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    release = _RELEASE_ALIASES.get(key) if key is not None else None
+    if release is None:
+        raise ValueError(f"unknown release {value!r}; releases: {', '.join(RELEASES)} "
+                         "(also written v1 / v2)")
+    return release
 
 #: How the index is scanned: coalesce the column chunks of a row group into few large range
 #: requests (remote stores answer the first byte in tens of ms, so request count dominates).
@@ -110,6 +140,9 @@ class CollectionIndex:
     """The ``file:checksum`` of the collection's index asset, if it has one (part of the cache key)."""
     cache: IndexCache | None = None
     """Where remote reads are kept (``None``: not cached). Local indexes are never cached."""
+    data_release: str = RELEASE_V1
+    """The BigEarthNet release of the collection (``"v1.0"``, ``"v2.0"``), from its id (not
+    :meth:`release`, which frees what a query fetched)."""
 
     def __post_init__(self) -> None:
         self._dataset: ds.Dataset | None = None
@@ -252,29 +285,74 @@ class CollectionIndex:
 
 
 class Catalog:
-    """A published BigEarthNet catalog: its collections and their search indexes."""
+    """A published BigEarthNet catalog: its collections and their search indexes.
 
-    def __init__(self, url: str, indexes: dict[str, CollectionIndex], settings: StorageSettings | None = None,
-                 scope: Scope | None = None) -> None:
+    Attributes: ``url`` (the root document), ``releases`` (the releases whose collections it
+    holds, oldest first), ``release`` (the one searches use unless they say otherwise),
+    ``all_indexes`` (``(release, modality)`` -> :class:`CollectionIndex`, every collection),
+    ``indexes`` (modality -> :class:`CollectionIndex` of ``release``), ``settings``, ``scope``.
+    """
+
+    def __init__(self, url: str, indexes: dict[Any, CollectionIndex], settings: StorageSettings | None = None,
+                 scope: Scope | None = None, release: str | None = None) -> None:
         self.url = url
-        self.indexes = indexes
-        """Modality (``s2``, ``s1``) -> :class:`CollectionIndex`."""
+        self.all_indexes: dict[tuple[str, str], CollectionIndex] = {}
+        """``(release, modality)`` -> :class:`CollectionIndex` of every collection of the catalog."""
+        for key, index in indexes.items():  # keys: (release, modality), or a modality (one release)
+            self.all_indexes[key if isinstance(key, tuple) else (index.data_release, key)] = index
+        self.releases: tuple[str, ...] = tuple(r for r in RELEASES if any(k[0] == r for k in self.all_indexes))
+        """The releases this catalog holds collections of, oldest first."""
+        self.release: str = self._default_release(release)
+        """The release searches use unless ``search(release=...)`` names another (see :meth:`open`)."""
         self.settings = settings
         self.scope = scope or Scope.of_catalog(url)
         """The roots readers of this catalog may touch (its folder, plus what the caller allowed)."""
 
+    @property
+    def indexes(self) -> dict[str, CollectionIndex]:
+        """Modality (``s2``, ``s1``) -> :class:`CollectionIndex` of :attr:`release`."""
+        return {m: i for (r, m), i in self.all_indexes.items() if r == self.release}
+
+    def _default_release(self, release: str | None) -> str:
+        if release is not None:
+            return self.resolve_release(release)
+        if not self.releases:
+            return RELEASE_V1
+        return DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else self.releases[-1]
+
+    def resolve_release(self, release: str | None) -> str:
+        """The release a search asking for ``release`` reads (``None``: :attr:`release`); a release
+        the catalog does not hold is a :class:`CatalogError` naming those it holds."""
+        if release is None:
+            return self.release
+        try:
+            wanted = normalize_release(release)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from None
+        if wanted not in self.releases:
+            raise CatalogError(f"{self.url} holds no BigEarthNet {wanted} collections; it holds "
+                               f"{', '.join(self.releases) or 'none'}")
+        return wanted
+
     def __repr__(self) -> str:
-        return f"Catalog({self.url!r}, collections={[i.collection_id for i in self.indexes.values()]})"
+        return (f"Catalog({self.url!r}, releases={list(self.releases)}, release={self.release!r}, "
+                f"collections={[i.collection_id for i in self.all_indexes.values()]})")
 
     @classmethod
     def open(cls, url: str, settings: StorageSettings | None = None,
              filesystem: pafs.FileSystem | None = None, allow: Sequence[str] = (),
-             cache: CacheOption = None) -> Catalog:
+             cache: CacheOption = None, release: str | None = None) -> Catalog:
         """Open the root catalog at ``url`` (its ``catalog.json`` or the folder holding it), or a STAC API.
 
         A ``http(s)`` URL that answers as a STAC API (a landing page with ``conformsTo``) opens
         an :class:`~bigearth_stac.api.ApiCatalog` with the same ``search(...)`` (pgstac behind
         stac-fastapi, see ``bigearth-stac serve``).
+
+        ``release``: which BigEarthNet release searches read, ``"v1.0"`` or ``"v2.0"`` (``"v1"``,
+        ``"v2"`` too). ``None`` (the default): the only release the catalog holds, or **v2.0 when
+        it holds both** (v1 and v2 collections side by side in one root); :attr:`releases` lists
+        them and ``search(release=...)`` reads the other one for one search. A release the
+        catalog does not hold is a :class:`CatalogError` naming those it does.
 
         ``settings`` configure ``s3://`` access; ``filesystem`` replaces the one chosen from the
         index URL's scheme for index reads (paths as :func:`bigearth_stac.io.path_in_filesystem`
@@ -286,25 +364,36 @@ class Catalog:
         """
         from bigearth_stac.api import ApiCatalog, is_stac_api  # here: api imports this module
 
+        if release is not None:
+            try:
+                release = normalize_release(release)
+            except ValueError as exc:
+                raise CatalogError(str(exc)) from None
         if filesystem is None and is_stac_api(str(url), settings):
+            if release not in (None, RELEASE_V1):
+                raise CatalogError(f"{url} is a STAC API; its client searches the {RELEASE_V1} collections only "
+                                   f"(not {release}): open the static catalog to search {release}")
             return ApiCatalog.open(str(url), settings=settings, allow=allow)  # type: ignore[return-value]
         url = _root_document(str(url))
         scope = Scope.of_catalog(url, allow)
         index_cache: list[IndexCache | None] = []  # made when the first remote index is found
         root = _read_json(url, settings, scope)
-        indexes: dict[str, CollectionIndex] = {}
+        indexes: dict[tuple[str, str], CollectionIndex] = {}
         children = [scope.resolve(url, link.get("href"))  # type: ignore[arg-type]
                     for link in _links(root, url) if link.get("rel") == "child"]
         # The collections are read concurrently: one round trip for all, not one each.
         with ThreadPoolExecutor(max(1, min(8, len(children))), thread_name_prefix="catalog-open") as pool:
             documents = list(pool.map(lambda u: _read_json(u, settings, scope), children))
         for coll_url, coll in zip(children, documents, strict=True):
-            modality = MODALITY_OF.get(coll.get("id", "")) if isinstance(coll.get("id"), str) else None
+            key = release_and_modality(coll["id"]) if isinstance(coll.get("id"), str) else None
             assets = coll.get("assets")
             asset = assets.get(INDEX_ASSET) if isinstance(assets, dict) else None
-            if modality is None or not isinstance(asset, dict):
+            if key is None or not isinstance(asset, dict):
                 log.debug("skipping child %s: not a BigEarthNet collection with an index", coll_url)
                 continue
+            if key in indexes:
+                raise CatalogError(f"{url} links two collections {coll['id']!r} ({indexes[key].url} and {coll_url})")
+            coll_release, modality = key
             index_url = scope.resolve(coll_url, asset.get("href"))  # type: ignore[arg-type]
             fs, path = ((filesystem, path_in_filesystem(index_url)) if filesystem is not None
                         else filesystem_for(index_url, settings))
@@ -312,23 +401,27 @@ class Catalog:
             checksum = asset.get("file:checksum")
             if scheme_of(index_url) in REMOTE_SCHEMES and not index_cache:
                 index_cache.append(_index_cache(cache))
-            indexes[modality] = CollectionIndex(coll["id"], modality, index_url,
-                                                layout if isinstance(layout, str) else None, path, fs,
-                                                checksum if isinstance(checksum, str) else None,
-                                                index_cache[0] if index_cache else None)
-        if "s2" not in indexes and "s1" not in indexes:
-            raise CatalogError(f"{url} links no collection with a {INDEX_ASSET!r} asset "
-                               f"(expected {S2_COLLECTION} and {S1_COLLECTION})")
-        return cls(url, indexes, settings, scope)
+            indexes[key] = CollectionIndex(coll["id"], modality, index_url,
+                                           layout if isinstance(layout, str) else None, path, fs,
+                                           checksum if isinstance(checksum, str) else None,
+                                           index_cache[0] if index_cache else None, coll_release)
+        if not indexes:
+            expected = ", ".join(COLLECTION_IDS.values())
+            raise CatalogError(f"{url} links no collection with a {INDEX_ASSET!r} asset (expected some of {expected})")
+        return cls(url, indexes, settings, scope, release)
 
-    def index(self, modality: str) -> CollectionIndex:
-        """The index of ``s2`` or ``s1``."""
-        if modality not in self.indexes:
-            raise CatalogError(f"this catalog has no {modality!r} index; it has {sorted(self.indexes)}")
-        return self.indexes[modality]
+    def index(self, modality: str, release: str | None = None) -> CollectionIndex:
+        """The index of ``s2`` or ``s1`` items of ``release`` (default: :attr:`release`)."""
+        wanted = self.resolve_release(release)
+        index = self.all_indexes.get((wanted, modality))
+        if index is None:
+            have = sorted(m for r, m in self.all_indexes if r == wanted)
+            raise CatalogError(f"this catalog has no {modality!r} index of BigEarthNet {wanted}; it has {have}")
+        return index
 
     def search(self, **kwargs: Any) -> SearchResult:
-        """Search the index; see :func:`bigearth_stac.search.search` for the parameters."""
+        """Search the index; see :func:`bigearth_stac.search.search` for the parameters
+        (``release=`` reads another release of a catalog that holds several)."""
         from bigearth_stac.search import search
 
         return search(self, **kwargs)

@@ -18,6 +18,23 @@ FORMATS = ("ids", "geojson", "parquet", "table")
 TABLE_COLUMNS = ("id", "datetime", "split", "country", "season", "labels_19")
 
 
+def _min_fractions(values: tuple[str, ...]) -> dict[str, float] | None:
+    """``("Coniferous forest=0.3", "312=0.1")`` -> ``{"Coniferous forest": 0.3, "312": 0.1}``."""
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for text in values:
+        name, sep, number = text.rpartition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise QueryError(f"--min-fraction {text!r}: write CLASS=FRACTION, e.g. 'Coniferous forest=0.3' or "
+                             "312=0.3 (a 43-class name or CLC code, a fraction from 0 to 1)") from None
+    return out
+
+
 def _write_geojson(result: SearchResult, out: Any) -> None:
     # One item at a time: never a list of every item in memory.
     out.write('{"type": "FeatureCollection", "features": [')
@@ -56,6 +73,11 @@ def _write_table(result: SearchResult, out: Any) -> None:
 @click.option("--exclude-snow", is_flag=True, help="Drop patches with seasonal snow.")
 @click.option("--exclude-clouds", is_flag=True, help="Drop patches with clouds or shadow.")
 @click.option("--modality", type=click.Choice(["s2", "s1", "pair"]), default="s2", show_default=True)
+@click.option("--min-fraction", "min_fractions", multiple=True, metavar="CLASS=FRACTION",
+              help="BigEarthNet v2.0: at least this share of the reference map, e.g. 'Coniferous forest=0.3' "
+                   "or 312=0.3 (43-class name or CLC code); repeat for several (all must hold).")
+@click.option("--release", help="v1.0 or v2.0 (v1, v2) in a catalog holding both; default: the only one, "
+                                "or v2.0.")
 @click.option("--filter", "filter_", help="CQL2 text (or JSON) filter.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="ids", show_default=True)
 @click.option("--limit", type=int, help="At most this many patches.")
@@ -64,17 +86,19 @@ def _write_table(result: SearchResult, out: Any) -> None:
 @click.option("--endpoint-url", help="S3 endpoint for s3:// catalogs (default: AWS / $AWS_ENDPOINT_URL).")
 def search(catalog: str, labels: tuple[str, ...], match: str, nomenclature: str, bbox: str | None,
            datetime_: str | None, splits: tuple[str, ...], countries: tuple[str, ...], seasons: tuple[str, ...],
-           exclude_snow: bool, exclude_clouds: bool, modality: str, filter_: str | None, fmt: str,
-           limit: int | None, output: str | None, endpoint_url: str | None) -> None:
+           exclude_snow: bool, exclude_clouds: bool, modality: str, min_fractions: tuple[str, ...],
+           release: str | None, filter_: str | None, fmt: str, limit: int | None, output: str | None,
+           endpoint_url: str | None) -> None:
     """Search CATALOG (a path, http(s):// or s3:// URL of its root) by label, region, time, split..."""
     settings = StorageSettings.from_env(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
     try:
         cat = Catalog.open(catalog, settings=settings)
+        fractions = _min_fractions(min_fractions)
         result = cat.search(
             labels=list(labels) or None, match=match, nomenclature=nomenclature, bbox=bbox,
             datetime=datetime_, split=list(splits) or None, countries=list(countries) or None,
             seasons=list(seasons) or None, exclude_snow=exclude_snow, exclude_clouds=exclude_clouds,
-            modality=modality, limit=limit, filter=filter_,
+            modality=modality, limit=limit, filter=filter_, min_fractions=fractions, release=release,
         )
         if fmt == "parquet":
             if not output:

@@ -9,7 +9,10 @@
 
 Anything else raises :class:`UnsupportedOperator`, which names the operator and lists these.
 Property names are index columns (``bigearthnet:labels_19``, ``datetime``, ``id``, ...); the
-``bigearthnet:`` prefix may be left out. Operands are checked against the kinds of the columns
+``bigearthnet:`` prefix may be left out. On a BigEarthNet v2.0 index the pixel fractions of the
+reference maps are numbers named ``bigearthnet:clc_fractions.<code>`` (``clc_fractions.312``; a
+43-class name works too: ``"clc_fractions.Coniferous forest"``), compared as ``float32`` like the
+index stores them. Operands are checked against the kinds of the columns
 (string, number, boolean, timestamp, array, geometry) before any SQL runs, and label values of
 the label columns against the nomenclature, with suggestions for misspellings.
 
@@ -374,8 +377,9 @@ class _Translator:
             args = _args(node, op, 3)
             col = self.scalar_column(args[0], op)
             lo, hi = (self.literal(v, col, op) for v in args[1:3])
-            pre = (col.field >= self.prefilter_value(lo, col)) & (col.field <= self.prefilter_value(hi, col))
-            return Predicate(f"({col.sql} BETWEEN ? AND ?)", (lo, hi), pre)
+            pre = ((col.field >= self.prefilter_value(lo, col)) & (col.field <= self.prefilter_value(hi, col))
+                   if col.prunable else None)
+            return Predicate(f"({col.sql} BETWEEN {col.param} AND {col.param})", (lo, hi), pre)
         if op == "isNull":
             col = self.prop(_args(node, op, 1)[0], op)
             return Predicate(f"({col.sql} IS NULL)")
@@ -407,11 +411,13 @@ class _Translator:
             left, right, op = right, left, flip.get(op, op)
         col = self.scalar_column(left, op)
         value = self.literal(right, col, op)
-        scalar = self.prefilter_value(value, col)
-        field = col.field
-        pre = {"=": field == scalar, "<>": field != scalar, "<": field < scalar, "<=": field <= scalar,
-               ">": field > scalar, ">=": field >= scalar}[op]
-        return Predicate(f"({col.sql} {COMPARISONS[op]} ?)", (value,), pre)
+        pre = None
+        if col.prunable:
+            scalar = self.prefilter_value(value, col)
+            field = col.field
+            pre = {"=": field == scalar, "<>": field != scalar, "<": field < scalar, "<=": field <= scalar,
+                   ">": field > scalar, ">=": field >= scalar}[op]
+        return Predicate(f"({col.sql} {COMPARISONS[op]} {col.param})", (value,), pre)
 
     def like(self, args: list[Any]) -> Predicate:
         col = self.scalar_column(args[0], "like")
@@ -428,8 +434,8 @@ class _Translator:
         if not values:
             return Predicate("FALSE")
         pre = (col.field.isin([self.prefilter_value(v, col) for v in values])
-               if col.kind in ("string", "number") else None)
-        return Predicate(f"({col.sql} IN ({', '.join('?' * len(values))}))", tuple(values), pre)
+               if col.kind in ("string", "number") and col.prunable else None)
+        return Predicate(f"({col.sql} IN ({', '.join([col.param] * len(values))}))", tuple(values), pre)
 
     def array(self, op: str, args: list[Any]) -> Predicate:
         left, right = args

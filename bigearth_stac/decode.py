@@ -29,7 +29,7 @@ import tifffile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecodeError", "Expected", "ShapeMismatchError", "decode", "decode_fast", "decode_gdal"]
+__all__ = ["DecodeError", "Expected", "ShapeMismatchError", "decode", "decode_fast", "decode_gdal", "decode_pixels"]
 
 # TIFF compression tag value -> imagecodecs decoder taking (data, out=size).
 _DECOMPRESS: dict[int, Any] = {
@@ -182,12 +182,9 @@ def _plan_with_tifffile(data: bytes) -> tuple[np.dtype, int, int, int, int, int,
         return None
 
 
-def decode_fast(data: bytes, expect: Expected | None = None) -> np.ndarray | None:
-    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours.
-
-    With ``expect``, a header that disagrees raises :class:`ShapeMismatchError` before the tile
-    is allocated or inflated.
-    """
+def _fast_pixels(data: bytes, expect: Expected | None = None) -> np.ndarray | None:
+    """The pixels of one of our COGs as a (bands, height, width) *view* of the decoded tile (not
+    contiguous: the tile is pixel-interleaved and padded); ``None`` if the file is not ours."""
     tags = _read_ifd(data)
     plan = _plan_from_ifd(tags) if tags is not None else None
     if plan is None:
@@ -218,8 +215,19 @@ def decode_fast(data: bytes, expect: Expected | None = None) -> np.ndarray | Non
     elif predictor == 3:
         # floatpred_decode cannot work in place (it un-shuffles bytes): use what it returns.
         tile = imagecodecs.floatpred_decode(tile, axis=-2)
-    # Crop the tile padding, pixel interleave -> band-first, native byte order.
-    return np.ascontiguousarray(tile[0, :height, :width, :].transpose(2, 0, 1))
+    # Crop the tile padding; pixel interleave -> band-first, as a view.
+    return tile[0, :height, :width, :].transpose(2, 0, 1)
+
+
+def decode_fast(data: bytes, expect: Expected | None = None) -> np.ndarray | None:
+    """Decode one of our COGs to a (bands, height, width) array; ``None`` if the file is not ours.
+
+    With ``expect``, a header that disagrees raises :class:`ShapeMismatchError` before the tile
+    is allocated or inflated.
+    """
+    pixels = _fast_pixels(data, expect)
+    # Native byte order, band-first and contiguous.
+    return None if pixels is None else np.ascontiguousarray(pixels)
 
 
 def decode_gdal(data: bytes, expect: Expected | None = None) -> np.ndarray:
@@ -243,6 +251,19 @@ def decode_gdal(data: bytes, expect: Expected | None = None) -> np.ndarray:
             return src.read()
     except RasterioIOError as exc:
         raise DecodeError(f"not a GeoTIFF GDAL can read: {exc}") from exc
+
+
+def decode_pixels(data: bytes, expect: Expected | None = None) -> np.ndarray:
+    """Like :func:`decode`, but the result may be a strided view of the decoded tile.
+
+    For consumers that copy the pixels anyway (the loader converts and normalises them straight
+    into its output tensors): saves the band-first copy :func:`decode` makes.
+    """
+    out = _fast_pixels(data, expect)
+    if out is None:
+        log.debug("not one of our COGs (%d bytes): decoding with GDAL", len(data))
+        out = decode_gdal(data, expect)
+    return out
 
 
 def decode(data: bytes, expect: Expected | None = None) -> np.ndarray:

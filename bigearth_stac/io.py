@@ -13,12 +13,14 @@ here, after :mod:`bigearth_stac.hrefs` has resolved and confined it to the catal
 How to reach S3 (endpoint, credentials, retries, GDAL options) comes from the
 :class:`~bigearth_stac.settings.StorageSettings` passed in; nothing keeps a process-wide default.
 
-Retries, in one place. S3 requests are retried by botocore (throttling, 5xx, dropped
+Retries, in one place. :class:`ObjectReader` reads ``s3://`` objects with obstore (Rust, when
+installed: ``settings.reader``) with obstore's own retries off, so every retry of an S3 GET, like
+every http(s) retry, is made here by :class:`RetryPolicy`, built from ``settings.max_attempts``.
+With boto3 as the reader, botocore retries S3 requests itself (throttling, 5xx, dropped
 connections: ``settings.max_attempts`` attempts, configured once in
-:meth:`StorageSettings.botocore_config`); what botocore does not retry - an error while
-streaming a body - and every http(s) request are retried here by :class:`RetryPolicy`, built from
-the same ``settings.max_attempts``. Permanent failures (404, 403, a missing file) fail at once.
-Both kinds of retry are counted (:attr:`ObjectReader.retries`).
+:meth:`StorageSettings.botocore_config`) and only what it does not retry (an error while
+streaming a body) is retried here. Permanent failures (404, 403, a missing file) fail at once.
+Every retry is counted (:attr:`ObjectReader.retries`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -114,10 +117,12 @@ class RetryPolicy:
 
 
 def is_transient(exc: BaseException, s3: bool = False) -> bool:
-    """Whether a failed GET is worth retrying here (on top of botocore's own retries for s3).
+    """Whether a failed GET is worth retrying here.
 
-    For s3, a ``ClientError`` that reaches us has used up botocore's attempts or is permanent,
-    so only errors while streaming the body are retried.
+    ``s3=True`` marks a boto3 S3 request: a ``ClientError`` that reaches us has used up
+    botocore's own attempts or is permanent, so only errors while streaming the body are retried.
+    obstore's errors reach this function translated (:func:`_from_obstore`): an HTTP status is an
+    :class:`HTTPStatusError`, a failed connection or a timeout a ``ConnectionError``.
     """
     if isinstance(exc, HTTPStatusError):
         return exc.status in _TRANSIENT_HTTP
@@ -150,24 +155,109 @@ def is_transient(exc: BaseException, s3: bool = False) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def _not_found(url: str, exc: BaseException) -> BaseException:
+def _not_found(url: str, exc: BaseException | str) -> FileNotFoundError:
     return FileNotFoundError(f"{url}: no such object ({exc})")
+
+
+_STATUS = re.compile(r"status code: (\d{3})( [^:\n]*)?")
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>")
+
+
+def _from_obstore(url: str, exc: Exception) -> Exception:
+    """An obstore error as the exception this layer raises: a missing object is a
+    ``FileNotFoundError``, refused credentials a ``PermissionError``, an HTTP answer an
+    :class:`HTTPStatusError` (with the S3 error code), a failed connection or timeout a
+    ``ConnectionError``; each names ``url`` in one line (obstore's messages carry a debug dump)."""
+    from obstore import exceptions as oe
+
+    text = str(exc)
+    first = text.split("\n", 1)[0].strip()
+    if isinstance(exc, FileNotFoundError):
+        return _not_found(url, "404")
+    if isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError)):
+        return PermissionError(f"{url}: {first}")
+    status = _STATUS.search(text)
+    if status is not None:
+        code = _S3_CODE.search(text)
+        reason = (status.group(2) or "").strip() + (f" ({code.group(1)})" if code else "")
+        return HTTPStatusError(int(status.group(1)), f"{reason}: {url}")
+    if isinstance(exc, (ValueError, oe.InvalidPathError, oe.NotSupportedError, oe.UnknownConfigurationKeyError)):
+        return ValueError(f"{url}: {first}")
+    return ConnectionError(f"{url}: {first}")
+
+
+def _obstore_installed() -> bool:
+    try:
+        import obstore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# obstore runs its requests on one tokio runtime per process, created on first use, whose threads
+# do not survive ``fork``: a child forked after its parent used obstore hangs on its first
+# request. So a process remembers whether it started the runtime, and a child forked from such a
+# process reads S3 with boto3 instead (DataLoader workers use fork by default on Linux).
+_OBSTORE_STARTED = False
+_OBSTORE_INHERITED = False
+_FORK_WARNED = False
+
+
+def _after_fork_in_child() -> None:
+    global _OBSTORE_INHERITED, _FORK_WARNED
+    if _OBSTORE_STARTED:
+        _OBSTORE_INHERITED = True
+        _FORK_WARNED = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _s3_client_kind(choice: str) -> str:
+    """``"obstore"`` or ``"boto3"`` for a reader asked for ``choice``, in this process."""
+    if choice not in ("auto", "obstore", "boto3"):
+        raise ValueError(f"the S3 reader must be 'auto', 'obstore' or 'boto3', got {choice!r}")
+    if choice == "boto3":
+        return "boto3"
+    if not _obstore_installed():
+        if choice == "obstore":
+            raise ImportError("the S3 reader is 'obstore' but obstore is not installed (pip install obstore)")
+        return "boto3"
+    if _OBSTORE_INHERITED:
+        global _FORK_WARNED
+        if not _FORK_WARNED:
+            _FORK_WARNED = True
+            log.warning("this process was forked after its parent used obstore, whose runtime does not survive "
+                        "fork: reading S3 with boto3 here. DataLoader(multiprocessing_context='forkserver') "
+                        "keeps obstore in the workers")
+        return "boto3"
+    return "obstore"
 
 
 class ObjectReader:
     """Whole-object reads of local files, http(s) and s3, shared by many threads.
 
-    One boto3 client and one urllib3 pool per reader, created on first use in the process that
-    uses them (they do not survive pickling or ``fork``: a copy makes its own). Counts requests,
-    bytes and retries (botocore's included).
+    ``s3://`` objects are read with obstore (one ``S3Store`` per bucket, built by
+    :meth:`StorageSettings.obstore_s3_store`) or with one boto3 client, as ``s3_client`` (default:
+    ``settings.reader``) says; in a process forked after its parent used obstore, always boto3
+    (obstore's runtime does not survive ``fork``). http(s) with one urllib3 pool that never follows a redirect (a redirect could lead out
+    of the catalog, DESIGN.md #13: obstore's HTTP client follows them, so it is not used there).
+    Clients are created on first use in the process that uses them (they do not survive
+    pickling or ``fork``: a copy makes its own). Counts requests, bytes and retries (botocore's
+    included when boto3 reads).
     """
 
     def __init__(self, settings: StorageSettings | None = None, pool_size: int = 32,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, s3_client: str | None = None) -> None:
         self.settings = settings or StorageSettings.from_env()
         self.pool_size = max(1, pool_size)
         self.retry = retry or RetryPolicy.from_settings(self.settings)
+        self._s3_choice = s3_client or self.settings.reader
+        if self._s3_choice not in ("auto", "obstore", "boto3"):  # the client itself is resolved on first use
+            raise ValueError(f"the S3 reader must be 'auto', 'obstore' or 'boto3', got {self._s3_choice!r}")
         self._s3: Any = None
+        self._stores: dict[str, Any] = {}
         self._http: Any = None
         self._lock = threading.Lock()
         self.requests = 0
@@ -176,7 +266,7 @@ class ObjectReader:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_s3=None, _http=None, _lock=None)
+        state.update(_s3=None, _stores={}, _http=None, _lock=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -191,6 +281,15 @@ class ObjectReader:
                                                                        self.pool_size))
                 self._s3 = wide.shared_client()
             return self._s3
+
+    def _s3_store(self, bucket: str) -> Any:
+        with self._lock:
+            store = self._stores.get(bucket)
+            if store is None:
+                wide = replace(self.settings, max_pool_connections=max(self.settings.max_pool_connections,
+                                                                       self.pool_size))
+                store = self._stores[bucket] = wide.obstore_s3_store(bucket)
+            return store
 
     def _http_pool(self) -> Any:
         with self._lock:
@@ -221,7 +320,14 @@ class ObjectReader:
         if max_bytes is not None and size > max_bytes:
             raise ObjectTooLarge(f"{url}: {size} bytes, more than the {max_bytes} bytes allowed")
 
+    @property
+    def s3_client_kind(self) -> str:
+        """Which client reads ``s3://`` objects in this process: ``"obstore"`` or ``"boto3"``."""
+        return _s3_client_kind(self._s3_choice)
+
     def _get_s3(self, url: str, bucket: str, key: str, max_bytes: int | None) -> bytes:
+        if self.s3_client_kind == "obstore":
+            return self._get_obstore(url, bucket, key, max_bytes)
         client = self._s3_client()
         try:
             resp = client.get_object(Bucket=bucket, Key=key)
@@ -237,6 +343,22 @@ class ObjectReader:
         with resp["Body"] as body:
             self._too_large(url, int(resp.get("ContentLength") or 0), max_bytes)
             return body.read()
+
+    def _get_obstore(self, url: str, bucket: str, key: str, max_bytes: int | None) -> bytes:
+        import obstore
+
+        global _OBSTORE_STARTED
+        _OBSTORE_STARTED = True  # before the first request starts the runtime
+        try:
+            store = self._s3_store(bucket)
+            # The GIL is released while obstore's runtime sends the request and reads the body.
+            result = obstore.get(store, key)
+            self._too_large(url, int(result.meta["size"]), max_bytes)
+            return bytes(result.bytes())
+        except (ObjectTooLarge, PermissionError):
+            raise
+        except Exception as exc:
+            raise _from_obstore(url, exc) from None
 
     def _get_http(self, url: str, max_bytes: int | None) -> bytes:
         resp = self._http_pool().request("GET", url, preload_content=False, redirect=False)
@@ -263,10 +385,27 @@ class ObjectReader:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such file") from None
 
+    def get_file(self, path: str, confine: Callable[[str], None] | None = None) -> bytes:
+        """A whole local file, counted as one request; not retried (a local error is not transient).
+
+        ``confine`` is called with the real path of the file as opened (symlinks resolved by the
+        kernel: what is read is what was checked) before a byte is read, and may raise.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        with open(fd, "rb", closefd=True) as fh:
+            if confine is not None:
+                confine(_opened_path(fd, path))
+            data = fh.read()
+        self._count(len(data))
+        return data
+
     # -- with retries --------------------------------------------------------------------------
     def get(self, url: str, max_bytes: int | None = None) -> bytes:
         """The whole object at ``url``, retrying transient failures under :attr:`retry`."""
-        s3 = scheme_of(url) == "s3"
+        s3 = self.s3_client_kind == "boto3" and scheme_of(url) == "s3"  # botocore retried already
         attempt = 0
         while True:
             attempt += 1
@@ -275,6 +414,7 @@ class ObjectReader:
             except Exception as exc:
                 if attempt >= self.retry.attempts or not is_transient(exc, s3=s3):
                     exc.attempts = attempt  # type: ignore[attr-defined]
+                    self._count()  # the failed last attempt was a request too
                     raise
                 delay = self.retry.delay(attempt - 1)
                 log.debug("retrying %s in %.2fs after %s", url, delay, exc)
@@ -283,6 +423,15 @@ class ObjectReader:
                 continue
             self._count(len(data))
             return data
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The real path of the file open as ``fd`` (Linux: one ``readlink`` of ``/proc/self/fd``;
+    elsewhere ``realpath(path)``, one ``lstat`` per path component)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
 
 
 _READERS: dict[tuple[int, str], ObjectReader] = {}
@@ -294,7 +443,9 @@ def _shared_reader(settings: StorageSettings) -> ObjectReader:
     with _READERS_LOCK:
         reader = _READERS.get(key)
         if reader is None:
-            reader = _READERS[key] = ObjectReader(settings, pool_size=8)
+            # boto3 for small documents: obstore's runtime must not start in a process that may
+            # later fork DataLoader workers (it does not survive fork).
+            reader = _READERS[key] = ObjectReader(settings, pool_size=8, s3_client="boto3")
         return reader
 
 

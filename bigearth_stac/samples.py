@@ -13,6 +13,13 @@ A *sample table* has one row per training sample and the columns::
 ``s2_assets`` / ``s1_assets`` are empty lists when that modality is not part of the sample. The
 hot path reads only this table (DESIGN.md #5): no pystac, no item JSON.
 
+Tables built from a v2.0 catalog also carry the optional columns (:data:`OPTIONAL_COLUMNS`; a
+table without them is a v1.0 table without reference maps)::
+
+    release        string        "v1.0" or "v2.0": which normalisation statistics the loader uses
+    reference_map  string        absolute URL of the S2 item's reference-map COG (v2.0; null where
+                                 an item has none; absent when the index has no such asset)
+
 Every asset URL of a table built from a catalog has been resolved and confined to that catalog
 (:func:`bigearth_stac.hrefs.resolve_many`), and the table carries the catalog's
 :class:`~bigearth_stac.hrefs.Scope` in its schema metadata (:func:`scope_of`), so the readers that
@@ -26,10 +33,11 @@ import posixpath
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from bigearth_stac.contract import prop
+from bigearth_stac.contract import REFERENCE_MAP_ASSET, prop
 from bigearth_stac.hrefs import Location, Scope, parse, resolve_many
-from bigearth_stac.vocab import Layout, band_groups
+from bigearth_stac.vocab import RELEASE_V1, Layout, band_groups
 
 #: Schema metadata key holding the roots of the catalog a sample table was built from.
 SCOPE_KEY = b"bigearth_stac:scope"
@@ -46,6 +54,10 @@ SAMPLE_SCHEMA = pa.schema(
     ]
 )
 
+OPTIONAL_COLUMNS = pa.schema([("release", pa.string()), (REFERENCE_MAP_ASSET, pa.string())])
+"""Columns a sample table may have besides :data:`SAMPLE_SCHEMA` (kept by :func:`as_sample_table`):
+the items' release and the URL of each S2 item's reference map (null where it has none)."""
+
 
 def _asset_urls(index: pa.Table, index_url: str, modality: str, layout: Layout, scope: Scope) -> list[pa.Array]:
     """Per asset key of the band groups, the absolute URLs of that asset, confined to ``scope``."""
@@ -54,13 +66,35 @@ def _asset_urls(index: pa.Table, index_url: str, modality: str, layout: Layout, 
             for k in band_groups(modality, layout)]  # type: ignore[arg-type]
 
 
+def _has_asset(index: pa.Table, key: str) -> bool:
+    """Whether the rows' ``assets`` struct has a field ``key``."""
+    t = index.schema.field("assets").type
+    return pa.types.is_struct(t) and t.get_field_index(key) >= 0
+
+
+def _reference_maps(index: pa.Table, index_url: str, scope: Scope) -> pa.Array:
+    """Per row, the absolute URL of the reference-map asset (null where the row has none)."""
+    n = len(index)
+    if not n or not _has_asset(index, REFERENCE_MAP_ASSET):
+        return pa.nulls(n, pa.string())
+    assets = index.column("assets").combine_chunks()
+    maps = assets.field(REFERENCE_MAP_ASSET)
+    hrefs = maps.field("href")
+    if maps.null_count:  # a null struct hides whatever its child holds
+        hrefs = pc.if_else(maps.is_valid(), hrefs, pa.scalar(None, pa.string()))
+    present = hrefs.is_valid()
+    if not pc.any(present).as_py():
+        return pa.nulls(n, pa.string())
+    urls = resolve_many(scope, index_url, hrefs.filter(present))
+    return pc.replace_with_mask(pa.nulls(n, pa.string()), present, urls)
+
+
 def _as_lists(columns: list[pa.Array], n: int) -> pa.Array:
     """Per-key URL columns -> one ``list<string>`` column (row i: the URLs of row i, key order)."""
     if not columns:
         return pa.array([[] for _ in range(n)], pa.list_(pa.string()))
     k = len(columns)
     import numpy as np
-    import pyarrow.compute as pc
 
     order = np.arange(n * k).reshape(k, n).T.ravel()  # interleave: row-major over (row, key)
     flat = pc.take(pa.concat_arrays(columns), pa.array(order))
@@ -80,13 +114,16 @@ def sample_table(
     partner_index: pa.Table | None = None,
     partner_index_url: str | None = None,
     scope: Scope | None = None,
+    release: str | None = None,
 ) -> pa.Table:
     """Sample table from rows of an index (and, for pairs, the partner collection's index).
 
     ``index`` holds S2 rows for ``s2`` and ``pair``, S1 rows for ``s1``; for ``pair`` the S1 rows
     are looked up in ``partner_index`` by ``bigearthnet:s1_id``. Every href is resolved against
     its index and must stay inside ``scope`` (default: the catalog the index belongs to), else
-    :class:`~bigearth_stac.hrefs.HrefError` names it.
+    :class:`~bigearth_stac.hrefs.HrefError` names it. ``release``: the release of the rows
+    (default: their ``bigearthnet:release`` column, else v1.0); S2 rows' reference maps go to
+    the ``reference_map`` column.
     """
     n = len(index)
     scope = scope or _index_scope(index_url)
@@ -105,18 +142,28 @@ def sample_table(
         rows = partner_index.take(pa.array([pos[w] for w in wanted]))
         s1_layout: Layout = rows.column(prop("layout"))[0].as_py()
         s1_assets = _as_lists(_asset_urls(rows, partner_index_url, "s1", s1_layout, scope), n)
-    table = pa.table(
-        {
-            "id": index.column("id"),
-            "s2_assets": s2_assets,
-            "s1_assets": s1_assets,
-            "layout": pa.array([layout] * n, pa.string()),
-            "labels_19": index.column(prop("labels_19")),
-            "labels_43": index.column(prop("labels_43")),
-            "split": index.column(prop("split")),
-        },
-        schema=SAMPLE_SCHEMA,
-    )
+    if release is None:
+        release = RELEASE_V1
+        if prop("release") in index.column_names and n:
+            found = pc.unique(index.column(prop("release")).fill_null(RELEASE_V1)).to_pylist()
+            release = found[0] if len(found) == 1 else None
+    columns = {
+        "id": index.column("id"),
+        "s2_assets": s2_assets,
+        "s1_assets": s1_assets,
+        "layout": pa.array([layout] * n, pa.string()),
+        "labels_19": index.column(prop("labels_19")),
+        "labels_43": index.column(prop("labels_43")),
+        "split": index.column(prop("split")),
+    }
+    # The optional columns only where they say something: a v1.0 table is exactly SAMPLE_SCHEMA.
+    if release != RELEASE_V1:
+        columns["release"] = (pa.array([release] * n, pa.string()) if release is not None
+                              else index.column(prop("release")).combine_chunks().fill_null(RELEASE_V1))
+    if modality != "s1" and _has_asset(index, REFERENCE_MAP_ASSET):
+        columns[REFERENCE_MAP_ASSET] = _reference_maps(index, index_url, scope)
+    schema = pa.schema([*SAMPLE_SCHEMA, *(f for f in OPTIONAL_COLUMNS if f.name in columns)])
+    table = pa.table(columns, schema=schema)
     return with_scope(table, scope)
 
 
@@ -152,19 +199,24 @@ def as_sample_table(source: Any, keep_extra: bool = False) -> pa.Table:
     missing = [n for n in SAMPLE_SCHEMA.names if n not in table.column_names]
     if missing:
         raise ValueError(f"not a sample table (see bigearth_stac.samples): missing columns {missing}")
+    for f in OPTIONAL_COLUMNS:
+        if f.name in table.column_names and not table.schema.field(f.name).type.equals(f.type):
+            raise ValueError(f"sample table column {f.name!r} is {table.schema.field(f.name).type}, not {f.type}")
     scope = scope_of(table)
     if scope is not None:
         _check_confined(table, scope)
-    out = table if keep_extra else table.select(SAMPLE_SCHEMA.names).combine_chunks()
+    keep = [*SAMPLE_SCHEMA.names, *(n for n in OPTIONAL_COLUMNS.names if n in table.column_names)]
+    out = table if keep_extra else table.select(keep).combine_chunks()
     return out if scope is None else with_scope(out, scope)
 
 
 def _check_confined(table: pa.Table, scope: Scope) -> None:
     """Every asset URL of ``table`` lies under one of ``scope``'s roots (column-wise check)."""
-    import pyarrow.compute as pc
-
-    for name in ("s2_assets", "s1_assets"):
-        urls = pc.list_flatten(table.column(name))
+    for name in ("s2_assets", "s1_assets", REFERENCE_MAP_ASSET):
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        urls = pc.list_flatten(column) if pa.types.is_list(column.type) else column.drop_null()
         if not len(urls):
             continue
         inside = pc.is_in(urls, pa.array([], pa.string()))  # all False

@@ -53,6 +53,7 @@ from bigearth_stac._predicates import (
     intersects,
     intersects_udf,
     label_array_predicate,
+    min_fractions_predicate,
     or_,
     parse_bbox,
     parse_geometry,
@@ -194,6 +195,14 @@ class SearchQuery:
     filter: str | Mapping[str, Any] | bool | None = None
     """A CQL2 filter as text, JSON (a dict or its text) or a boolean (:mod:`bigearth_stac.cql2sql`,
     which lists the operators and the limits on size and nesting)."""
+    min_fractions: Mapping[str | int, float] | None = None
+    """BigEarthNet v2.0: ``{class: fraction}``, each class covering at least that share of the
+    patch's reference map (``{"Coniferous forest": 0.3}``: at least 30 % coniferous forest; all
+    must hold). Classes are 43-class names or CLC Level-3 codes (``312``), fractions from 0 to 1.
+    Patches without a map never match; a v1.0 index has none and is a :class:`QueryError`."""
+    release: str | None = None
+    """Which BigEarthNet release to search in a catalog holding several: ``"v1.0"`` or ``"v2.0"``
+    (``"v1"``, ``"v2"``); ``None``: the catalog's :attr:`~bigearth_stac.catalog.Catalog.release`."""
 
     def describe(self) -> str:
         """The fields that differ from their defaults, ``name=value`` (for messages and logs)."""
@@ -220,6 +229,8 @@ class Query:
     nomenclature: Literal["19", "43"] = "19"
     options: SearchQuery = field(default_factory=SearchQuery)
     """The parameters it was built from (named in error messages)."""
+    release: str | None = None
+    """The release whose indexes it reads (``None``: the catalog's default)."""
 
     @property
     def index_modality(self) -> str:
@@ -263,6 +274,13 @@ def build_query(columns: Columns, options: SearchQuery) -> Query:
     for name in ("exclude_snow", "exclude_clouds"):
         if not isinstance(getattr(o, name), bool):
             raise QueryError(f"{name} must be True or False, got {excerpt(getattr(o, name))}")
+    if o.release is not None:
+        from bigearth_stac.catalog import normalize_release
+
+        try:
+            normalize_release(o.release)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
     parts: list[Predicate] = []
     if o.labels is not None:
         parts.append(_labels(o.labels, o.match, nomen, columns))
@@ -281,6 +299,8 @@ def build_query(columns: Columns, options: SearchQuery) -> Query:
     for flag, on in ((P("seasonal_snow"), o.exclude_snow), (P("cloud_or_shadow"), o.exclude_clouds)):
         if on:
             parts.append(Predicate(f"({quote(flag)} = false)", (), pc.field(flag) == False))  # noqa: E712
+    if o.min_fractions is not None:
+        parts.append(min_fractions_predicate(o.min_fractions, columns))
     if o.filter is not None:
         parts.append(cql2sql.translate(o.filter, columns))
     return Query(o.modality, and_(parts), limit, nomen, o)
@@ -582,7 +602,7 @@ class SearchResult:
     def __init__(self, catalog: Catalog, query: Query) -> None:
         self.catalog = catalog
         self.query = query
-        self.index = catalog.index(query.index_modality)
+        self.index = catalog.index(query.index_modality, query.release)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._scan: _Scan | None = None
         self._len: int | None = None
@@ -817,11 +837,13 @@ class SearchResult:
         select = ", ".join([
             "id", f"{asset_struct} AS assets", quote(P("layout")), quote(P("labels_19")), quote(P("labels_43")),
             quote(P("split")), quote(P("s1_id")), quote(P("tile")),
+            *([quote(P("release"))] if P("release") in self.index.schema.names else []),
         ])
         rows = self._table(select)
         if self.query.modality != "pair":
-            return sample_table(rows, self.index.url, self.query.modality, scope=self.catalog.scope)
-        partner = self.catalog.index("s1")
+            return sample_table(rows, self.index.url, self.query.modality, scope=self.catalog.scope,
+                                release=self.index.data_release)
+        partner = self.catalog.index("s1", self.index.data_release)
         tiles = pc.unique(rows.column(P("tile"))).to_pylist()
         con = _cursor()
         try:
@@ -839,7 +861,8 @@ class SearchResult:
         finally:
             con.close()
             partner.release()
-        return sample_table(rows, self.index.url, "pair", s1_rows, partner.url, scope=self.catalog.scope)
+        return sample_table(rows, self.index.url, "pair", s1_rows, partner.url, scope=self.catalog.scope,
+                            release=self.index.data_release)
 
     def to_torch(self, options: Any = None, **kwargs: Any) -> Any:
         """A streaming PyTorch dataset over the result: ``BigEarthNetStream(self, options, **kwargs)``.
@@ -892,14 +915,23 @@ def search(catalog: Catalog, options: SearchQuery | None = None, /, **kwargs: An
       ``nomenclature`` (``"19"`` / ``"43"``: the result's classes);
     - ``bbox``, ``intersects`` (GeoJSON or shapely), ``datetime``;
     - ``split``, ``countries``, ``seasons``, ``exclude_snow``, ``exclude_clouds``;
-    - ``modality`` (``"s2"``, ``"s1"``, ``"pair"``), ``limit``, ``filter`` (CQL2 text or JSON).
+    - ``modality`` (``"s2"``, ``"s1"``, ``"pair"``), ``limit``, ``filter`` (CQL2 text or JSON);
+    - ``min_fractions`` (BigEarthNet v2.0: ``{class: fraction}`` of the reference map),
+      ``release`` (``"v1.0"`` / ``"v2.0"`` in a catalog holding both; default: the catalog's).
 
     A bad value raises :class:`QueryError` (an unknown class name :class:`LabelQueryError`, which
     is also a :class:`~bigearth_stac.vocab.UnknownLabelError`) naming it and what is allowed.
     """
+    from bigearth_stac.catalog import CatalogError
+
     options = search_options(options, kwargs)
-    index = catalog.index("s1" if options.modality == "s1" else "s2")
-    return SearchResult(catalog, build_query(Columns(index.schema), options))
+    try:
+        release = catalog.resolve_release(options.release)
+    except CatalogError as exc:
+        raise QueryError(f"release: {exc}") from None
+    index = catalog.index("s1" if options.modality == "s1" else "s2", release)
+    query = build_query(Columns(index.schema, index.data_release), options)
+    return SearchResult(catalog, replace(query, release=release))
 
 
 __all__ = ["MAX_BATCH", "ROW_COLUMNS", "SEARCH_PARAMETERS", "LabelQueryError", "Query", "QueryError", "SearchQuery",

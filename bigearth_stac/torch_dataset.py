@@ -4,11 +4,21 @@ Pipeline per DataLoader worker (DESIGN.md #3, #5, #6, #7)::
 
     sample table (Arrow) -> epoch order -> this rank's and worker's shard
       -> Fetcher: whole-object GETs, ``max_in_flight`` at a time, retried
-      -> decode (tifffile + imagecodecs for our COGs, GDAL otherwise) on the fetch threads
-      -> band selection, normalisation, optional resampling -> torch tensors + multi-hot label
+      -> on ``decode_threads`` threads: decode (tifffile + imagecodecs for our COGs, GDAL
+         otherwise), band selection and normalisation, written straight into the sample's (or
+         the batch's) preallocated float32 tensors
+      -> in the loop: optional resampling, multi-hot label, the sample dict (or batch)
 
-Memory per worker is the sample table plus a window of ``prefetch`` samples, whatever the size
-of the dataset. The loop never touches pystac.
+The loop's own work per sample is small (no stacking, no conversion, no per-sample constants:
+the per-band mean and standard deviation are prepared once), so a worker's time goes to
+decoding. Memory per worker is the sample table plus a window of ``prefetch`` samples, whatever
+the size of the dataset. The loop never touches pystac.
+
+Threads and processes: each process (the main one with ``num_workers=0``, else each DataLoader
+worker) decodes on ``decode_threads`` threads, by default its share of the cores (the cores
+divided by the DataLoader's workers), while ``max_in_flight`` GETs wait on the network. More
+decoding threads than cores only add GIL hand-offs; DataLoader workers already run torch with one
+intra-op thread, and the decode path uses numpy and imagecodecs, not torch.
 
 Options are one frozen :class:`StreamOptions`; ``BigEarthNetStream(source, **kwargs)`` and
 ``result.to_torch(**kwargs)`` build it from keyword arguments. By default a stream yields the
@@ -36,8 +46,18 @@ A sample is a dict:
 ``"label"``
     float32 multi-hot over the 19 or 43 classes in the named class order
     (:attr:`BigEarthNetStream.classes`).
+``"mask"``
+    only with ``mask="19"`` or ``"43"`` (BigEarthNet v2.0): int64 ``(120, 120)``, the S2 item's
+    reference map on the grid of the 10 m bands, its CLC codes mapped through the official table
+    to class indices of :attr:`BigEarthNetStream.mask_classes` (the named class order); nodata
+    and, for ``"19"``, the 11 classes without a 19-class counterpart are ``ignore_index``.
 ``"id"``
     the sample id (the S2 patch name for pairs).
+
+``batch_size=B`` yields whole batches instead, decoded straight into one tensor per key with a
+leading batch axis (``"id"`` a list): exactly the batches ``DataLoader(stream, batch_size=B)``
+forms from single samples, worker by worker, with a shorter last batch per worker. Use it with
+``DataLoader(stream, batch_size=None)``; it saves the collate copy.
 """
 
 from __future__ import annotations
@@ -47,8 +67,8 @@ import multiprocessing
 import multiprocessing.context
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -58,15 +78,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
-from bigearth_stac.bandplan import BandPlan, band_plan, split_bands
-from bigearth_stac.fetch import Fetcher, FetchError
+from bigearth_stac.bandplan import BandPlan, MaskPlan, band_plan, mask_plan, split_bands
+from bigearth_stac.decode import Expected, decode_pixels
+from bigearth_stac.fetch import Fetcher, FetchError, available_cores
 from bigearth_stac.samples import as_sample_table, scope_of
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.sharding import Uneven, epoch_order, per_rank, resolve_world, shard
 from bigearth_stac.vocab import (
     BAND_STATS,
+    BAND_STATS_BY_RELEASE,
     BANDS,
     CLASS_ORDERS,
+    RELEASE_V1,
+    RELEASE_V2,
     S1_BAND_NAMES,
     S2_BAND_NAMES,
     Modality,
@@ -85,6 +109,8 @@ _BANDS_OF: dict[str, tuple[str, ...]] = {"s2": S2_BAND_NAMES, "s1": S1_BAND_NAME
 # "recorded": how many skipped rows are listed (at most _MAX_SKIPPED_IDS); not a statistic.
 _COUNTERS = ("epoch", "yielded", "skipped", "requests", "bytes", "retries", "recorded")
 _MAX_SKIPPED_IDS = 10_000
+# Rows of the sample table turned into Python values at a time (ids, hrefs, labels).
+_ROW_BLOCK = 256
 
 
 class SampleError(RuntimeError):
@@ -216,12 +242,30 @@ class StreamOptions:
     """Object storage settings (endpoint, credentials, retries); ``None``:
     ``StorageSettings.from_env()`` when the stream is built."""
     max_in_flight: int = 32
-    """Whole-object GETs in flight per worker (the fetch threads)."""
+    """Whole-object GETs in flight per worker (threads waiting on remote objects)."""
+    decode_threads: int | None = None
+    """Threads per worker that decode, select bands and normalise (and read local files);
+    ``0``: do that on the iterating thread itself, only the remote GETs running ahead.
+    ``None``: this process's share of the cores (the cores divided by the DataLoader's
+    workers), and ``0`` in a DataLoader worker whose share is one core or less."""
+    batch_size: int | None = None
+    """Yield whole batches of this many samples, decoded straight into preallocated batch
+    tensors, for ``DataLoader(stream, batch_size=None)``: the same batches that
+    ``DataLoader(stream, batch_size=batch_size)`` would collate from single samples (a
+    shorter last batch per worker). ``None``: yield single samples."""
     prefetch: int | None = None
     """Samples fetched ahead per worker; ``None``: enough to keep the GETs busy, times 2."""
     on_error: OnError = "raise"
     """A sample that fails: ``"raise"`` a :class:`SampleError`, or ``"skip"``: log it, leave it
     out, count it in ``stats`` and list it in ``skipped_ids``."""
+    mask: Nomenclature | None = None
+    """BigEarthNet v2.0: ``"19"`` or ``"43"`` adds ``"mask"`` to each sample, the reference map as
+    int64 ``(120, 120)`` class indices of that nomenclature in ``class_order`` (one more GET per
+    sample); ``None``: no mask. A source without reference maps (v1.0, S1 searches, a v2 catalog
+    built without maps) is a ``ValueError``."""
+    ignore_index: int = 255
+    """The mask's value for nodata pixels and, with ``mask="19"``, for the classes without a
+    19-class counterpart; not a class index (``CrossEntropyLoss(ignore_index=...)``)."""
 
     def __post_init__(self) -> None:
         mods = self.modalities
@@ -249,8 +293,23 @@ class StreamOptions:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.prefetch is not None and self.prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
+        if self.decode_threads is not None and self.decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0, got {self.decode_threads}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.transform is not None:
+            raise ValueError("transform applies to single samples: with batch_size, transform the batches "
+                             "in the training loop (or leave batch_size=None)")
         if self.transform is not None and not callable(self.transform):
             raise TypeError(f"transform must be callable, got {type(self.transform).__name__}")
+        if self.mask is not None:
+            mask = str(self.mask) if isinstance(self.mask, (str, int)) and not isinstance(self.mask, bool) else None
+            if mask not in ("19", "43"):
+                raise ValueError(f"mask must be None, '19' or '43', got {self.mask!r}")
+            object.__setattr__(self, "mask", mask)
+            mask_plan(mask, self.class_order, self.ignore_index)  # checks ignore_index against the classes
+        elif isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
+            raise ValueError(f"ignore_index must be an integer, got {self.ignore_index!r}")
 
 
 _OPTION_NAMES = frozenset(f.name for f in fields(StreamOptions))
@@ -330,39 +389,310 @@ def _check_assets(table: pa.Table, plans: Mapping[tuple[str, str], BandPlan]) ->
 
 
 @dataclass(frozen=True)
-class _Group:
-    """Bands of one resolution in a modality's output: positions, normalisation."""
+class _Run:
+    """Consecutive bands of one decoded asset that go to consecutive places of one output."""
 
-    key: str
-    positions: tuple[int, ...]
-    mean: torch.Tensor | None
-    std: torch.Tensor | None
-
-
-def _groups(modality: str, bands: Sequence[str], normalize: bool) -> tuple[_Group, ...]:
-    """Requested bands of ``modality`` by resolution (10, 20, 60 m), each with its statistics."""
-    out = []
-    for res in sorted({BANDS[b].resolution for b in bands}):
-        positions = tuple(i for i, b in enumerate(bands) if BANDS[b].resolution == res)
-        mean = std = None
-        if normalize:
-            mean = torch.tensor([BAND_STATS[bands[i]][0] for i in positions], dtype=torch.float32)[:, None, None]
-            std = torch.tensor([BAND_STATS[bands[i]][1] for i in positions], dtype=torch.float32)[:, None, None]
-        out.append(_Group(f"{res}m", positions, mean, std))
-    if modality != "s2" and len(out) > 1:  # pragma: no cover - S1 bands share one resolution
-        raise ValueError(f"{modality} bands of several resolutions: {bands}")
-    return tuple(out)
+    out: str
+    """Output key (``"s2/10m"``, ``"s2"``, ``"s1"``, ...)."""
+    src: int
+    """First band in the file."""
+    dst: int
+    """First place in the output (per sample)."""
+    count: int
+    mean: np.ndarray | None
+    """float32 ``(count, 1, 1)``; ``None``: no normalisation."""
+    std: np.ndarray | None
 
 
 @dataclass(frozen=True)
+class _Writer:
+    """Decodes one fetched asset and writes its requested bands, as float32 and normalised,
+    into the sample's output arrays. Runs on the fetcher's decoding threads; numpy and
+    imagecodecs release the GIL for the pixel work."""
+
+    expect: Expected
+    runs: tuple[_Run, ...]
+
+    def __call__(self, outs: Mapping[str, np.ndarray], data: bytes) -> None:
+        pixels = decode_pixels(data, self.expect)  # checked against the asset's bands, size, dtype
+        for r in self.runs:
+            src = pixels[r.src : r.src + r.count]
+            dst = outs[r.out][r.dst : r.dst + r.count]
+            if r.mean is None or r.std is None:
+                np.copyto(dst, src, casting="unsafe")
+            else:
+                # (x - mean) / std in float32, as torch would compute it, in place.
+                np.subtract(src, r.mean, out=dst, dtype=np.float32)
+                np.divide(dst, r.std, out=dst)
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where the requested bands go: one float32 array per output key, and for each
+    (modality, layout) one writer per fetched asset."""
+
+    shapes: dict[str, tuple[int, int, int]]
+    """Output key -> per-sample shape."""
+    writers: dict[tuple[str, str], tuple[_Writer, ...]]
+    upsample: tuple[tuple[str, tuple[int, ...]], ...]
+    """``resample_to_10m``: (native-resolution key, places in ``"s2"``) to upsample in the loop."""
+
+
+def _outputs(bands: Mapping[str, tuple[str, ...]], plans: Mapping[tuple[str, str], BandPlan], normalize: bool,
+             resample: bool, stats: Mapping[str, tuple[float, float]] = BAND_STATS) -> _Outputs:
+    """Output arrays and per-asset writers for the requested bands (output order); ``stats``:
+    the per-band (mean, standard deviation) of the samples' release."""
+    place: dict[str, tuple[str, int]] = {}  # band -> (output key, place in it)
+    shapes: dict[str, tuple[int, int, int]] = {}
+    upsample = []
+    for m, names in bands.items():
+        if m != "s2":
+            shapes[m] = (len(names), _PATCH_PX, _PATCH_PX)
+            place.update({b: (m, i) for i, b in enumerate(names)})
+            continue
+        if resample:
+            shapes["s2"] = (len(names), _PATCH_PX, _PATCH_PX)
+        for res in (10, 20, 60):
+            at = [i for i, b in enumerate(names) if BANDS[b].resolution == res]
+            if not at:
+                continue
+            key = f"s2/{res}m"
+            if resample and BANDS[names[at[0]]].size == _PATCH_PX:
+                place.update({names[i]: ("s2", i) for i in at})
+                continue
+            shapes[key] = (len(at), BANDS[names[at[0]]].size, BANDS[names[at[0]]].size)
+            place.update({names[i]: (key, k) for k, i in enumerate(at)})
+            if resample:
+                upsample.append((key, tuple(at)))
+    writers = {}
+    for (m, lay), plan in plans.items():
+        per_asset: list[list[tuple[int, str, int, str]]] = [[] for _ in plan.assets]
+        for band, (asset, src) in zip(plan.bands, plan.picks, strict=True):
+            per_asset[asset].append((src, *place[band], band))
+        writers[(m, lay)] = tuple(_Writer(expect, _runs(sorted(picks), normalize, stats))
+                                  for expect, picks in zip(plan.expected, per_asset, strict=True))
+    return _Outputs(shapes, writers, tuple(upsample))
+
+
+def _runs(picks: Sequence[tuple[int, str, int, str]], normalize: bool,
+          stats: Mapping[str, tuple[float, float]] = BAND_STATS) -> tuple[_Run, ...]:
+    """(band in file, output key, place, band name), sorted -> merged runs with their statistics."""
+    groups: list[list[tuple[int, str, int, str]]] = []
+    for p in picks:
+        last = groups[-1][-1] if groups else None
+        if last is not None and p[1] == last[1] and p[0] == last[0] + 1 and p[2] == last[2] + 1:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    runs = []
+    for g in groups:
+        mean = std = None
+        if normalize:
+            mean = np.array([stats[p[3]][0] for p in g], np.float32)[:, None, None]
+            std = np.array([stats[p[3]][1] for p in g], np.float32)[:, None, None]
+        runs.append(_Run(g[0][1], g[0][0], g[0][2], len(g), mean, std))
+    return tuple(runs)
+
+
+def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """A float32 tensor; in shared memory when it will cross to the main process (a DataLoader
+    worker's batch), as ``default_collate`` allocates its batches, so sending it copies nothing."""
+    if not shared:
+        return torch.empty(shape, dtype=torch.float32)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
+
+
+def _release(table: pa.Table, opts: StreamOptions) -> str | None:
+    """The release of the table's samples (``"v1.0"`` for a table without a ``release`` column);
+    ``None`` for a table mixing releases, which only ``normalize=False`` streams."""
+    if "release" not in table.column_names:
+        return RELEASE_V1
+    found = pc.unique(table.column("release").fill_null(RELEASE_V1)).to_pylist()
+    unknown = [r for r in found if r not in BAND_STATS_BY_RELEASE]
+    if unknown:
+        raise ValueError(f"samples of unknown release(s) {unknown}; releases: {sorted(BAND_STATS_BY_RELEASE)}")
+    if len(found) == 1:
+        return found[0]
+    if opts.normalize:
+        raise ValueError(f"the samples mix releases {sorted(found)}, whose pixels are normalised with different "
+                         "statistics: stream each release on its own (search(release=...)), or normalize=False")
+    return None
+
+
+def _mask_source(table: pa.Table, opts: StreamOptions, release: str | None) -> tuple[MaskPlan, pa.Array]:
+    """The mask plan and, per table row, the URL of its reference map; ``ValueError`` naming what is
+    missing when a sample has none."""
+    if release != RELEASE_V2:
+        held = release or "mixed releases"
+        raise ValueError(f"mask={opts.mask!r} needs the reference maps of BigEarthNet {RELEASE_V2}; this source holds "
+                         f"{held} samples, which have none: open the catalog's v2.0 collections "
+                         f"(Catalog.open(url, release='v2.0') or search(release='v2.0'))")
+    urls = table.column("reference_map").combine_chunks() if "reference_map" in table.column_names else None
+    if urls is None or urls.null_count == len(urls):
+        raise ValueError(f"mask={opts.mask!r}: no sample of this source has a reference map (they come with the S2 "
+                         "items of a v2.0 catalog built with its Reference_Maps: search modality='s2' or 'pair')")
+    if urls.null_count:
+        ids = table.column("id").filter(urls.is_null()).slice(0, 5).to_pylist()
+        raise ValueError(f"mask={opts.mask!r}: {urls.null_count} of {len(urls)} samples have no reference map "
+                         f"(e.g. {', '.join(map(repr, ids))}); leave them out of the search or stream without masks")
+    return mask_plan(opts.mask, opts.class_order, opts.ignore_index), urls  # type: ignore[arg-type]
+
+
+def _write_mask(plan: MaskPlan, outs: Mapping[str, np.ndarray], data: bytes) -> None:
+    """Decode a reference map into ``outs["mask"]`` (on the fetcher's decoding threads)."""
+    plan.write(outs["mask"], data)
+
+
+def _mask_tensor(size: int, shared: bool) -> torch.Tensor:
+    """A batch's int64 mask tensor, ``(size, 120, 120)``; in shared memory for DataLoader workers."""
+    shape = (size, _PATCH_PX, _PATCH_PX)
+    if not shared:
+        return torch.empty(shape, dtype=torch.int64)
+    storage = torch.empty(0, dtype=torch.int64)._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+    return torch.empty(0, dtype=torch.int64).new(storage).view(shape)
+
+
+def _upsample(x: torch.Tensor, method: Resampling) -> torch.Tensor:
+    """(..., k, h, w) -> (..., k, 120, 120)."""
+    if method == "nearest":
+        f = _PATCH_PX // x.shape[-1]
+        return x.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    up = F.interpolate(flat, size=(_PATCH_PX, _PATCH_PX), mode="bilinear", align_corners=False)
+    return up.reshape(*lead, x.shape[-3], _PATCH_PX, _PATCH_PX)
+
+
+_RowInfo = tuple[int, int, str, str, dict[str, list[str]], "list[str] | None"]
+"""(position in the shard, table row, id, layout, hrefs per modality, labels)."""
+
+
+@dataclass
 class _Row:
     position: int
     index: int
     sample_id: str
-    layout: str
-    hrefs: dict[str, list[str]]
-    futures: dict[str, list[Future[Any]]]
-    labels: list[str] | None
+    futures: list[Any]
+    """What to wait on: futures (or, decoding on the loop's thread, deferred jobs)."""
+    hot: list[int]
+    problem: str | None
+    """Why the sample is bad before any read (labels), else ``None``."""
+    outs: dict[str, np.ndarray] | None
+    """Single samples: the sample's output arrays (handed out as tensors sharing them)."""
+    slot: tuple[_Buffer, int] | None
+    """Batches: the buffer and the slot in it."""
+
+
+class _Buffer:
+    """One batch's tensors, written slot by slot as samples finish."""
+
+    def __init__(self, size: int, shapes: Mapping[str, tuple[int, int, int]], classes: int, shared: bool) -> None:
+        # One storage for the whole batch: a batch sent from a DataLoader worker then costs one
+        # shared-memory hand-over instead of one per tensor.
+        layout = [(k, (size, *shape)) for k, shape in shapes.items()] + [("label", (size, classes))]
+        flat = _empty((sum(int(np.prod(s)) for _, s in layout),), shared)
+        views, start = {}, 0
+        for key, shape in layout:
+            n = int(np.prod(shape))
+            views[key] = flat[start : start + n].view(shape)
+            start += n
+        self.label = views.pop("label").zero_()
+        self.labels = self.label.numpy()
+        self.tensors = views
+        self.arrays = {k: t.numpy() for k, t in self.tensors.items()}
+        self.ids: list[str] = [""] * size
+        self.positions = [0] * size
+        self.size = size
+        self.assigned = 0
+        self.done = 0
+        self.valid: list[int] = []
+
+    def views(self, slot: int) -> dict[str, np.ndarray]:
+        return {k: a[slot] for k, a in self.arrays.items()}
+
+
+class _Batcher:
+    """Assigns samples to batch slots in order and hands out full batches of valid samples.
+
+    Without skipped samples every batch is one buffer, handed out as is. A skipped sample leaves
+    a hole: the next batches are then gathered (copied) from the valid slots, so they hold the same
+    samples a DataLoader would batch from the single samples.
+    """
+
+    def __init__(self, stream: BigEarthNetStream, size: int, shared: bool) -> None:
+        self.stream = stream
+        self.size = size
+        self.shared = shared
+        self._filling: _Buffer | None = None
+        self._ready: deque[tuple[_Buffer, list[int]]] = deque()  # finished buffers, slots not yet handed out
+
+    def slot(self) -> tuple[_Buffer, int]:
+        buf = self._filling
+        if buf is None or buf.assigned == buf.size:
+            buf = self._filling = _Buffer(self.size, self.stream._outputs.shapes, len(self.stream.classes), self.shared)
+            if self.stream._mask is not None:  # int64, beside the float32 outputs
+                mask = _mask_tensor(self.size, self.shared)
+                buf.tensors["mask"], buf.arrays["mask"] = mask, mask.numpy()
+        buf.assigned += 1
+        return buf, buf.assigned - 1
+
+    def finished(self, buf: _Buffer, slot: int, ok: bool) -> None:
+        buf.done += 1
+        if ok:
+            buf.valid.append(slot)
+        if buf.done == buf.size:
+            self._complete(buf)
+
+    def _complete(self, buf: _Buffer) -> None:
+        if buf is self._filling:
+            self._filling = None
+        self.stream._upsample(buf.tensors, buf.done)
+        if buf.valid:
+            self._ready.append((buf, list(buf.valid)))
+
+    def batches(self, final: bool = False) -> Iterator[tuple[dict[str, Any], int]]:
+        """Full batches (and at the end the rest), each with the position after its last sample."""
+        if final and self._filling is not None and self._filling.done == self._filling.assigned:
+            self._complete(self._filling)
+        while self._ready:
+            available = sum(len(slots) for _, slots in self._ready)
+            if available < self.size and not final:
+                return
+            buf, slots = self._ready[0]
+            if len(slots) == buf.done and (len(slots) == self.size or (final and len(self._ready) == 1)):
+                self._ready.popleft()  # a whole buffer: no copy
+                n = len(slots)
+                yield self.stream._batch(buf, slice(0, n)), buf.positions[n - 1] + 1
+                continue
+            parts, want = [], self.size
+            while want and self._ready:
+                buf, slots = self._ready[0]
+                take, rest = slots[:want], slots[want:]
+                parts.append((buf, take))
+                want -= len(take)
+                if rest:
+                    self._ready[0] = (buf, rest)
+                else:
+                    self._ready.popleft()
+            pieces = [self.stream._batch(b, torch.tensor(s, dtype=torch.long)) for b, s in parts]
+            last_buf, last_slots = parts[-1]
+            yield _concat(pieces), last_buf.positions[last_slots[-1]] + 1
+
+
+def _concat(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(pieces) == 1:
+        return pieces[0]
+    out: dict[str, Any] = {}
+    for key, first in pieces[0].items():
+        if isinstance(first, dict):
+            out[key] = {k: torch.cat([p[key][k] for p in pieces]) for k in first}
+        elif isinstance(first, list):
+            out[key] = [i for p in pieces for i in p[key]]
+        else:
+            out[key] = torch.cat([p[key] for p in pieces])
+    return out
 
 
 def _from_options(name: str, doc: str) -> Any:
@@ -390,8 +720,10 @@ class BigEarthNetStream(IterableDataset):
     Attributes: ``options`` (the :class:`StreamOptions` in effect, with modalities, settings and
     prefetch resolved; its fields are also attributes of the stream), ``modalities``, ``bands``
     (requested bands per modality, in output order), ``bands_by_resolution`` (requested S2 bands
-    per native resolution: the keys of ``sample["s2"]`` when not resampled) and ``classes`` (the
-    class names of ``label``, in order).
+    per native resolution: the keys of ``sample["s2"]`` when not resampled), ``classes`` (the
+    class names of ``label``, in order), ``mask_classes`` (the class names of ``mask``'s indices;
+    ``None`` without masks) and ``release`` (the samples' BigEarthNet release, whose
+    normalisation statistics apply: :data:`~bigearth_stac.vocab.BAND_STATS_BY_RELEASE`).
     """
 
     def __init__(self, source: Any, options: StreamOptions | None = None, **kwargs: Any) -> None:
@@ -409,16 +741,24 @@ class BigEarthNetStream(IterableDataset):
             if any(BANDS[b].resolution == r for b in self.bands.get("s2", ()))
         }
         self.classes: tuple[str, ...] = CLASS_ORDERS[opts.class_order][opts.nomenclature]
+        self.release: str | None = _release(self._table, opts)
+        self._mask: MaskPlan | None = None
+        self._mask_urls: pa.Array | None = None
+        if opts.mask is not None:
+            self._mask, self._mask_urls = _mask_source(self._table, opts, self.release)
+        self.mask_classes: tuple[str, ...] | None = self._mask.classes if self._mask is not None else None
         resolve_world(opts.rank, opts.world_size)  # fail early on inconsistent arguments
         layouts = pc.unique(self._table.column("layout")).to_pylist()
         self._plans: dict[tuple[str, str], BandPlan] = {
             (m, lay): band_plan(m, lay, self.bands[m]) for m in self.modalities for lay in layouts
         }
         _check_assets(self._table, self._plans)
-        # Per plan, the decoder of each fetched asset: decode, checking bands, size and dtype.
-        self._decoders = {key: tuple(e.decode for e in plan.expected) for key, plan in self._plans.items()}
-        self._groups = {m: _groups(m, self.bands[m], opts.normalize) for m in self.modalities}
+        # Per plan, the writer of each fetched asset: decode (checking bands, size and dtype),
+        # normalise with precomputed per-band constants, write into the output arrays.
+        self._outputs = _outputs(self.bands, self._plans, opts.normalize, opts.resample_to_10m,
+                                 BAND_STATS_BY_RELEASE[self.release or RELEASE_V1])
         objects = max(sum(self._plans[(m, lay)].requests for m in self.modalities) for lay in layouts)
+        objects += self._mask is not None
         self.options: StreamOptions = replace(
             opts,
             modalities=self.modalities,
@@ -442,8 +782,12 @@ class BigEarthNetStream(IterableDataset):
     uneven = _from_options("uneven", "``options.uneven``.")
     settings = _from_options("settings", "``options.settings`` (resolved from the environment if not given).")
     max_in_flight = _from_options("max_in_flight", "``options.max_in_flight``.")
+    decode_threads = _from_options("decode_threads", "``options.decode_threads`` (``None``: the cores divided by the workers).")
+    batch_size = _from_options("batch_size", "``options.batch_size`` (``None``: single samples).")
     prefetch = _from_options("prefetch", "``options.prefetch`` (resolved).")
     on_error = _from_options("on_error", "``options.on_error``.")
+    mask = _from_options("mask", "``options.mask`` (``None``: no mask).")
+    ignore_index = _from_options("ignore_index", "``options.ignore_index``.")
 
     # -- sizes, epochs, statistics -------------------------------------------------------------
     def __len__(self) -> int:
@@ -545,10 +889,36 @@ class BigEarthNetStream(IterableDataset):
         return state
 
     # -- the loop ------------------------------------------------------------------------------
+    def _decode_threads(self) -> int:
+        """Decoding threads for this process: its share of the cores. A DataLoader worker with a
+        core (or less) to itself decodes on its own thread: a decoding thread would only trade
+        the GIL back and forth with the worker's loop, which has nothing else to do."""
+        if self.options.decode_threads is not None:
+            return self.options.decode_threads
+        share = available_cores() // self._worker_info()[1]
+        if get_worker_info() is not None and share <= 1:
+            return 0
+        return max(1, share)
+
     def _get_fetcher(self) -> Fetcher:
         if self._fetcher is None:
-            self._fetcher = Fetcher(self.options.settings, self.options.max_in_flight, scope=self._scope)
+            self._fetcher = Fetcher(self.options.settings, self.options.max_in_flight, scope=self._scope,
+                                    decode_threads=self._decode_threads())
         return self._fetcher
+
+    def _row_infos(self, rows: np.ndarray, start: int) -> Iterator[_RowInfo]:
+        """The shard's rows from ``start`` on as Python values, converted a block at a time."""
+        labels = f"labels_{self.options.nomenclature}"
+        assets = [f"{m}_assets" for m in self.modalities]
+        table = self._table.select(["id", "layout", labels, *assets])
+        for lo in range(start, len(rows), _ROW_BLOCK):
+            index = rows[lo : lo + _ROW_BLOCK]
+            block = table.take(pa.array(index, pa.int64())).to_pydict()
+            ids, layouts, names = block["id"], block["layout"], block[labels]
+            hrefs = [block[a] for a in assets]
+            for k in range(len(index)):
+                yield (lo + k, int(index[k]), ids[k], layouts[k],
+                       {m: hrefs[j][k] for j, m in enumerate(self.modalities)}, names[k])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rows = self.shard_rows()
@@ -564,48 +934,94 @@ class BigEarthNetStream(IterableDataset):
         self._position = start
         fetcher = self._get_fetcher()
         prefetch = self.options.prefetch or 1  # resolved in __init__
+        size = self.options.batch_size
+        batcher = _Batcher(self, size, shared=get_worker_info() is not None) if size is not None else None
         before = (fetcher.requests, fetcher.bytes, fetcher.retries)
         window: deque[_Row] = deque()
-        positions = iter(range(start, len(rows)))
+        infos = self._row_infos(rows, start)
         try:
-            for pos in positions:
-                window.append(self._submit(fetcher, pos, int(rows[pos])))
+            for info in infos:
+                window.append(self._submit(fetcher, info, batcher))
                 if len(window) >= prefetch:
                     break
             while window:
                 row = window.popleft()
-                nxt = next(positions, None)
+                nxt = next(infos, None)
                 if nxt is not None:
-                    window.append(self._submit(fetcher, nxt, int(rows[nxt])))
+                    window.append(self._submit(fetcher, nxt, batcher))
                 sample = self._finish(row)
-                self._position = row.position + 1
                 now = (fetcher.requests, fetcher.bytes, fetcher.retries)
                 requests, nbytes, retries = (a - b for a, b in zip(now, before, strict=True))
                 before = now
+                if batcher is not None:
+                    if sample is None:
+                        self._counters.skip(row.index, requests=requests, bytes=nbytes, retries=retries)
+                    else:
+                        self._counters.add(requests=requests, bytes=nbytes, retries=retries)
+                    batcher.finished(*row.slot, ok=sample is not None)  # type: ignore[misc]
+                    for batch, position in batcher.batches():
+                        self._position = position
+                        self._counters.add(yielded=len(batch["id"]))
+                        yield batch
+                    continue
+                self._position = row.position + 1
                 if sample is None:
                     self._counters.skip(row.index, requests=requests, bytes=nbytes, retries=retries)
                     continue
                 self._counters.add(yielded=1, requests=requests, bytes=nbytes, retries=retries)
                 yield sample
+            if batcher is not None:
+                for batch, position in batcher.batches(final=True):
+                    self._position = position
+                    self._counters.add(yielded=len(batch["id"]))
+                    yield batch
+                self._position = len(rows)
         finally:
             for row in window:
-                for futures in row.futures.values():
-                    for f in futures:
-                        f.cancel()
+                for future in row.futures:
+                    future.cancel()
             fetcher.close()
 
-    def _submit(self, fetcher: Fetcher, position: int, index: int) -> _Row:
-        table = self._table
-        layout = table.column("layout")[index].as_py()
-        hrefs: dict[str, list[str]] = {}
-        futures: dict[str, list[Future[Any]]] = {}
-        for m in self.modalities:
-            plan = self._plans[(m, layout)]
-            assets = table.column(f"{m}_assets")[index].as_py()
-            hrefs[m] = [assets[a] for a in plan.assets]
-            futures[m] = [fetcher.submit(h, dec) for h, dec in zip(hrefs[m], self._decoders[(m, layout)], strict=True)]
-        labels = table.column(f"labels_{self.options.nomenclature}")[index].as_py()
-        return _Row(position, index, table.column("id")[index].as_py(), layout, hrefs, futures, labels)
+    def _hot(self, labels: list[str] | None) -> tuple[list[int], str | None]:
+        """Class positions of ``labels``, or why they cannot be used."""
+        nomenclature = self.options.nomenclature
+        if labels is None:
+            return [], f"no {nomenclature}-class labels (null)"
+        try:
+            return [self._class_index[name] for name in labels], None
+        except KeyError as exc:
+            return [], f"unknown {nomenclature}-class label {exc}"
+
+    def _submit(self, fetcher: Fetcher, info: _RowInfo, batcher: _Batcher | None) -> _Row:
+        position, index, sample_id, layout, hrefs, labels = info
+        hot, problem = self._hot(labels)
+        # numpy, not torch, on this thread: torch calls release and retake the GIL, and every
+        # hand-off costs while the decoding threads want it too.
+        outs: dict[str, np.ndarray] | None = None
+        slot: tuple[_Buffer, int] | None = None
+        if batcher is None:
+            arrays = outs = {k: np.empty(shape, np.float32) for k, shape in self._outputs.shapes.items()}
+            if self._mask is not None:
+                outs["mask"] = np.empty((_PATCH_PX, _PATCH_PX), np.int64)
+        else:
+            slot = batcher.slot()
+            buf, i = slot
+            buf.ids[i], buf.positions[i] = sample_id, position
+            if hot:
+                buf.labels[i, hot] = 1.0
+            arrays = buf.views(i)
+        futures: list[Any] = []
+        if problem is None:  # a sample with bad labels is not read at all
+            jobs = []
+            for m in self.modalities:
+                row_hrefs = hrefs[m]
+                plan = self._plans[(m, layout)]
+                for a, writer in zip(plan.assets, self._outputs.writers[(m, layout)], strict=True):
+                    jobs.append((row_hrefs[a], partial(writer, arrays)))
+            if self._mask is not None:
+                jobs.append((self._mask_urls[index].as_py(), partial(_write_mask, self._mask, arrays)))  # type: ignore[index]
+            futures = fetcher.submit_each(jobs)
+        return _Row(position, index, sample_id, futures, hot, problem, outs, slot)
 
     def _fail(self, error: SampleError, cause: BaseException | None = None) -> None:
         """Raise ``error`` (``on_error="raise"``) or log it; the caller then skips the sample."""
@@ -614,56 +1030,58 @@ class BigEarthNetStream(IterableDataset):
         log.warning("skipping %s", error)
 
     def _finish(self, row: _Row) -> dict[str, Any] | None:
-        decoded: dict[str, list[np.ndarray]] = {}
-        for m in self.modalities:
+        """Wait for the row's objects; the sample (``{}`` in batch mode), or ``None`` if skipped."""
+        for k, future in enumerate(row.futures):
             try:
-                # Each array was checked against its asset's bands, size and dtype on decode.
-                decoded[m] = [f.result() for f in row.futures[m]]
+                # Each object was checked against its asset's bands, size and dtype on decode.
+                future.result()
             except FetchError as exc:
+                for other in row.futures[k + 1 :]:  # nothing may still write into the slot
+                    if not other.cancel():
+                        other.exception()
                 self._fail(SampleError(row.sample_id, exc.href, exc.cause), exc)
                 return None
-        if row.labels is None:
-            self._fail(SampleError(row.sample_id, None, f"no {self.options.nomenclature}-class labels (null)"))
+        if row.problem is not None:
+            self._fail(SampleError(row.sample_id, None, row.problem))
             return None
-        try:
-            hot = [self._class_index[name] for name in row.labels]
-        except KeyError as exc:
-            self._fail(SampleError(row.sample_id, None, f"unknown {self.options.nomenclature}-class label {exc}"))
-            return None
-        sample: dict[str, Any] = {}
-        for m in self.modalities:
-            arrays = self._plans[(m, row.layout)].select(decoded[m])
-            sample[m] = self._s2(arrays) if m == "s2" else self._stack(arrays, self._groups[m][0])
-        label = torch.zeros(len(self.classes), dtype=torch.float32)
-        label[hot] = 1.0
-        sample["label"] = label
+        if row.outs is None:
+            return {}
+        outs = {k: torch.from_numpy(a) for k, a in row.outs.items()}
+        self._upsample(outs, None)
+        sample = self._sample(outs)
+        label = np.zeros(len(self.classes), np.float32)
+        label[row.hot] = 1.0
+        sample["label"] = torch.from_numpy(label)
         sample["id"] = row.sample_id
         transform = self.options.transform
         return transform(sample) if transform is not None else sample
 
     # -- pixels -> tensors ---------------------------------------------------------------------
-    @staticmethod
-    def _stack(arrays: Sequence[np.ndarray], group: _Group) -> torch.Tensor:
-        """Same-size bands -> float32 (k, h, w), normalised if asked."""
-        x = torch.from_numpy(np.stack(arrays, dtype=np.float32))
-        if group.mean is not None and group.std is not None:
-            x.sub_(group.mean).div_(group.std)
-        return x
+    def _upsample(self, outs: Mapping[str, torch.Tensor], n: int | None) -> None:
+        """``resample_to_10m``: upsample the 20 m and 60 m bands into ``outs["s2"]`` (of one
+        sample, or of the first ``n`` samples of a batch)."""
+        method = self.options.resampling
+        for key, places in self._outputs.upsample:
+            if n is None:
+                outs["s2"][list(places)] = _upsample(outs[key], method)
+            elif n:
+                outs["s2"][:n, list(places)] = _upsample(outs[key][:n], method)
 
-    def _s2(self, arrays: list[np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
-        groups = self._groups["s2"]
-        stacked = {g.key: self._stack([arrays[i] for i in g.positions], g) for g in groups}
-        if not self.options.resample_to_10m:
-            return stacked
-        out = torch.empty((len(arrays), _PATCH_PX, _PATCH_PX), dtype=torch.float32)
-        nearest = self.options.resampling == "nearest"
-        for g in groups:
-            x = stacked[g.key]
-            if x.shape[-1] != _PATCH_PX:
-                if nearest:
-                    f = _PATCH_PX // x.shape[-1]
-                    x = x.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
-                else:
-                    x = F.interpolate(x[None], size=(_PATCH_PX, _PATCH_PX), mode="bilinear", align_corners=False)[0]
-            out[list(g.positions)] = x
-        return out
+    def _sample(self, outs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """The sample dict's pixel entries (without label and id) from the output tensors."""
+        sample: dict[str, Any] = {}
+        for m in self.modalities:
+            if m == "s2" and not self.options.resample_to_10m:
+                sample[m] = {res: outs[f"s2/{res}"] for res in self.bands_by_resolution}
+            else:
+                sample[m] = outs[m]
+        if "mask" in outs:
+            sample["mask"] = outs["mask"]
+        return sample
+
+    def _batch(self, buf: _Buffer, sel: slice | torch.Tensor) -> dict[str, Any]:
+        """The batch dict of the slots ``sel`` of ``buf`` (a slice: views; indices: copies)."""
+        batch = self._sample({k: t[sel] for k, t in buf.tensors.items()})
+        batch["label"] = buf.label[sel]
+        batch["id"] = buf.ids[sel] if isinstance(sel, slice) else [buf.ids[i] for i in sel.tolist()]
+        return batch

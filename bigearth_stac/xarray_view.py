@@ -5,7 +5,9 @@
 a chunk fetches its patches' objects concurrently and decodes them with the same fast path as
 the PyTorch loader. Nothing is read until computed. ``y``/``x`` are pixel rows/columns inside a
 patch (patches lie in different UTM zones, so they share no map grid); footprint centres, when the
-source has them, are the ``center_lon``/``center_lat`` coordinates.
+source has them, are the ``center_lon``/``center_lat`` coordinates. For BigEarthNet v2.0 the
+reference maps can come along as a second variable, ``mask`` (``patch, y, x``): the CLC codes, or
+class indices of either nomenclature as the loader yields them.
 
 :func:`mosaic` puts all patches of a region on one map grid with stackstac. stackstac reads
 single-band assets only, so it needs a catalog built in the per-band layout.
@@ -31,18 +33,21 @@ from dask.highlevelgraph import HighLevelGraph
 
 from bigearth_stac.bandplan import (
     BandPlan,
+    MaskPlan,
     band_plan,
     downsample_mean,
+    mask_plan,
+    reference_map_expectation,
     split_bands,
     upsample_nearest,
 )
-from bigearth_stac.contract import prop
+from bigearth_stac.contract import REFERENCE_MAP_ASSET, prop
 from bigearth_stac.fetch import Fetcher, FetchError
 from bigearth_stac.hrefs import Scope, join
 from bigearth_stac.samples import as_sample_table, scope_of
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.stac_items import restore_epsg
-from bigearth_stac.vocab import BANDS, CLASS_ORDERS, PATCH_SIZE_M
+from bigearth_stac.vocab import BANDS, CLASS_ORDERS, CLC_NODATA, PATCH_SIZE_M
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,39 @@ def _read_block(block: _Block) -> np.ndarray:
 
 
 
+@dataclass(frozen=True)
+class _MaskBlock:
+    """What one Dask chunk of the ``mask`` variable reads: its patches' reference maps."""
+
+    ids: tuple[str, ...]
+    hrefs: tuple[str, ...]
+    plan: MaskPlan | None
+    """Codes -> class indices; ``None``: the CLC codes as they are."""
+    settings: StorageSettings
+    max_in_flight: int
+    scope: Scope | None = None
+
+
+def _read_masks(block: _MaskBlock) -> np.ndarray:
+    expect = reference_map_expectation()
+    dtype = np.int64 if block.plan is not None else expect.dtype
+    out = np.empty((len(block.ids), expect.height, expect.width), dtype=dtype)
+    fetcher = _fetcher(block.settings, block.max_in_flight, block.scope)
+    decoder = block.plan.decode if block.plan is not None else expect.decode
+    futures = [fetcher.submit(h, decoder) for h in block.hrefs]
+    try:
+        for i, (sample_id, fut) in enumerate(zip(block.ids, futures, strict=True)):
+            try:
+                decoded = fut.result()
+            except FetchError as exc:
+                raise exc.for_sample(sample_id) from exc.cause
+            out[i] = decoded if block.plan is not None else decoded[0]
+    finally:
+        for f in futures:
+            f.cancel()
+    return out
+
+
 def _centres(source: Any, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
     """Footprint centres (lon, lat) from a ``bbox`` column of the table or of ``source.table``."""
     candidates = [table, getattr(source, "table", None)]
@@ -131,6 +169,9 @@ def to_xarray(
     chunk_patches: int = 64,
     settings: StorageSettings | None = None,
     max_in_flight: int = 32,
+    mask: Literal["codes", "19", "43"] | None = None,
+    ignore_index: int = 255,
+    class_order: str = "original",
 ) -> xr.Dataset:
     """A lazy ``(patch, band, y, x)`` cube of a search result or sample table.
 
@@ -139,9 +180,20 @@ def to_xarray(
     ``band``, ``y``/``x`` (pixel index), ``split``, multi-hot ``labels_19`` (patch, class_19) and
     ``labels_43`` (patch, class_43) in the original class order, and ``center_lon`` /
     ``center_lat`` when the source has footprints.
+
+    ``mask`` (BigEarthNet v2.0 S2 results, ``resolution=10``): adds the variable ``mask``
+    ``(patch, y, x)``, each patch's reference map: ``"codes"``, the CLC Level-3 codes (uint16,
+    nodata 0); ``"19"`` / ``"43"``, int64 class indices in ``class_order`` with ``ignore_index``
+    for nodata and classes without a 19-class counterpart, as the PyTorch loader's ``mask``
+    (the class names are its ``classes`` attribute).
     """
     if resolution not in (10, 20, 60):
         raise ValueError(f"resolution must be 10, 20 or 60 m, got {resolution!r}")
+    if mask is not None and mask not in ("codes", "19", "43"):
+        raise ValueError(f"mask must be None, 'codes', '19' or '43', got {mask!r}")
+    if mask is not None and resolution != 10:
+        raise ValueError(f"mask: reference maps are on the 10 m grid; ask for resolution=10, not {resolution}")
+    plan = mask_plan(mask, class_order, ignore_index) if mask in ("19", "43") else None
     if chunk_patches < 1:
         raise ValueError(f"chunk_patches must be >= 1, got {chunk_patches}")
     table = as_sample_table(source, keep_extra=True)
@@ -191,7 +243,7 @@ def to_xarray(
         index = {c: i for i, c in enumerate(classes)}
         hot = np.zeros((n, len(classes)), dtype=np.uint8)
         for i, labels in enumerate(table.column(f"labels_{nom}").to_pylist()):
-            hot[i, [index[c] for c in labels]] = 1
+            hot[i, [index[c] for c in labels or ()]] = 1
         coords[f"class_{nom}"] = list(classes)
         coords[f"labels_{nom}"] = (("patch", f"class_{nom}"), hot)
     centres = _centres(source, table)
@@ -200,7 +252,43 @@ def to_xarray(
         coords["center_lat"] = ("patch", centres[1])
     # Label coordinates have a class dimension the pixel variable lacks: they live on the Dataset.
     var = xr.DataArray(cube, dims=("patch", "band", "y", "x"), name=modality, attrs={"resolution_m": resolution})
-    return xr.Dataset({modality: var}, coords=coords, attrs={"modality": modality, "resolution_m": resolution})
+    variables: dict[str, xr.DataArray] = {modality: var}
+    if mask is not None:
+        variables["mask"] = _mask_variable(table, plan, chunk_patches, settings, max_in_flight, scope, name)
+    return xr.Dataset(variables, coords=coords, attrs={"modality": modality, "resolution_m": resolution})
+
+
+def _mask_variable(table: pa.Table, plan: MaskPlan | None, chunk_patches: int, settings: StorageSettings,
+                   max_in_flight: int, scope: Scope | None, cube_name: str) -> xr.DataArray:
+    """The lazy ``mask`` variable of :func:`to_xarray`, one chunk per ``chunk_patches`` patches."""
+    urls = table.column(REFERENCE_MAP_ASSET).to_pylist() if REFERENCE_MAP_ASSET in table.column_names else None
+    if urls is None or not any(urls):
+        raise ValueError("mask: no patch of this source has a reference map (they come with the S2 items of a "
+                         "BigEarthNet v2.0 catalog built with its Reference_Maps)")
+    ids = table.column("id").to_pylist()
+    missing = [i for i, u in zip(ids, urls, strict=True) if u is None]
+    if missing:
+        raise ValueError(f"mask: {len(missing)} of {len(ids)} patches have no reference map (e.g. {missing[:5]})")
+    expect = reference_map_expectation()
+    dtype = np.dtype(np.int64) if plan is not None else expect.dtype
+    key = (plan.nomenclature, plan.class_order, plan.ignore_index) if plan is not None else ("codes",)
+    name = f"{cube_name}-mask-{tokenize(*key)}"
+    dsk: dict[Any, Any] = {}
+    sizes: list[int] = []
+    for k, start in enumerate(range(0, len(ids), chunk_patches)):
+        stop = min(len(ids), start + chunk_patches)
+        block = _MaskBlock(tuple(ids[start:stop]), tuple(urls[start:stop]), plan, settings, max_in_flight, scope)
+        dsk[(name, k, 0, 0)] = (_read_masks, block)
+        sizes.append(stop - start)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    array = da.Array(graph, name, chunks=(tuple(sizes), (expect.height,), (expect.width,)), dtype=dtype)
+    attrs: dict[str, Any] = {"resolution_m": 10}
+    if plan is None:
+        attrs.update(content="CLC Level-3 codes", nodata=CLC_NODATA)
+    else:
+        attrs.update(content=f"{plan.nomenclature}-class indices ({plan.class_order} order)",
+                     classes=list(plan.classes), ignore_index=plan.ignore_index)
+    return xr.DataArray(array, dims=("patch", "y", "x"), name="mask", attrs=attrs)
 
 
 # -- mosaics ---------------------------------------------------------------------------------
@@ -219,7 +307,7 @@ def _items(source: Any, modality: str, settings: StorageSettings) -> list[dict[s
     if hasattr(source, "items") and not isinstance(source, (dict, pa.Table)):
         source = list(source.items)
     if isinstance(source, list):
-        return [restore_epsg(i.to_dict() if hasattr(i, "to_dict") else dict(i)) for i in source]
+        return [dict(restore_epsg(i.to_dict() if hasattr(i, "to_dict") else dict(i))) for i in source]
     table = as_sample_table(source, keep_extra=True)
     scope = scope_of(table)
     hrefs = [_item_json_href(a[0]) for a in table.column(f"{modality}_assets").to_pylist() if a]

@@ -223,8 +223,11 @@ def test_keyword_arguments_build_the_options(real_catalog: Path) -> None:
         BigEarthNetStream(table, shufle=False)
     with pytest.raises(TypeError, match="StreamOptions"):
         BigEarthNetStream(table, ("s2",))  # the old positional ``modalities``
+    with pytest.raises(ValueError, match="transform"):
+        StreamOptions(batch_size=4, transform=lambda s: s)  # a per-sample transform has no samples to see
     for bad in ({"on_error": "ignore"}, {"resampling": "cubic"}, {"nomenclature": "20"}, {"uneven": "wrap"},
-                {"class_order": "random"}, {"max_in_flight": 0}, {"prefetch": 0}, {"modalities": ("s3",)}):  # fmt: skip
+                {"class_order": "random"}, {"max_in_flight": 0}, {"prefetch": 0}, {"modalities": ("s3",)},
+                {"batch_size": 0}, {"decode_threads": -1}):  # fmt: skip
         with pytest.raises(ValueError):
             StreamOptions(**bad)  # type: ignore[arg-type]
 

@@ -182,6 +182,61 @@ def test_set_epoch_reaches_persistent_workers(synthetic_table: pa.Table) -> None
     assert ds.stats["yielded"] == 80  # counted across the workers
 
 
+# -- whole batches --------------------------------------------------------------------------------
+
+
+def _same_batches(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert list(x["id"]) == list(y["id"])
+        assert set(x) == set(y)
+        for key in x:
+            if key == "id":
+                continue
+            xs, ys = (x[key], y[key]) if isinstance(x[key], dict) else ({"": x[key]}, {"": y[key]})
+            assert set(xs) == set(ys)
+            for k in xs:
+                assert xs[k].dtype == ys[k].dtype and torch.equal(xs[k], ys[k]), (key, k)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("options", [{}, {"resample_to_10m": True, "bands": ["B04", "B05", "B01", "VV"]},
+                                     {"modalities": ("s1",), "normalize": False}])
+def test_batches_are_what_a_dataloader_collates(synthetic_table: pa.Table, workers: int, options: dict) -> None:
+    """``batch_size=B`` with ``DataLoader(batch_size=None)``: the batches of ``DataLoader(batch_size=B)``."""
+    def loader(**kw: object) -> list[dict]:
+        ds = BigEarthNetStream(synthetic_table, seed=5, max_in_flight=4, **options, **kw)  # type: ignore[arg-type]
+        return list(DataLoader(ds, batch_size=None if "batch_size" in kw else 6, num_workers=workers))
+
+    singles, batches = loader(), loader(batch_size=6)
+    _same_batches(singles, batches)
+    assert sum(len(b["id"]) for b in batches) == 40  # a shorter last batch per worker, nothing lost
+
+
+def test_batches_skip_like_single_samples(synthetic_catalog: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(synthetic_catalog, tmp_path / "catalog"))
+    table = pairs_table(root)
+    for row in (3, 4, 17):  # a hole inside a batch, two in a row, one in a later batch
+        Path(table.column("s2_assets")[row].as_py()[1]).write_bytes(b"II*\x00 not a COG")
+    for workers in (0, 2):
+        ds = BigEarthNetStream(table, on_error="skip", shuffle=False, max_in_flight=4)
+        singles = list(DataLoader(ds, batch_size=8, num_workers=workers))
+        batched = BigEarthNetStream(table, on_error="skip", shuffle=False, max_in_flight=4, batch_size=8)
+        _same_batches(singles, list(DataLoader(batched, batch_size=None, num_workers=workers)))
+        assert batched.stats["skipped"] == 3 and batched.stats["yielded"] == 37
+        assert sorted(batched.skipped_ids) == sorted(table.column("id")[r].as_py() for r in (3, 4, 17))
+
+
+def test_decoding_on_the_loop_thread_gives_the_same_samples(synthetic_table: pa.Table) -> None:
+    def ids_and_pixels(**kw: object) -> list[tuple[str, torch.Tensor]]:
+        ds = BigEarthNetStream(synthetic_table, seed=2, max_in_flight=3, **kw)  # type: ignore[arg-type]
+        return [(s["id"], s["s2"]["20m"]) for s in ds]
+
+    threaded, inline = ids_and_pixels(decode_threads=2), ids_and_pixels(decode_threads=0)
+    assert [i for i, _ in threaded] == [i for i, _ in inline]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(threaded, inline, strict=True))
+
+
 # -- resume ------------------------------------------------------------------------------------
 
 

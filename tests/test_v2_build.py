@@ -323,7 +323,7 @@ def test_a_mixed_catalog_still_opens_for_v1_searches(real_catalog: Path, v2_raw:
     mixed = shutil.copytree(real_catalog, tmp_path / "mixed")
     report = build(open_v2_source(v2_raw), LocalStore(mixed), BuildOptions(scheduler="synchronous", limit=4))
     assert report.ok and report.built == 4
-    catalog = Catalog.open(str(mixed))
+    catalog = Catalog.open(str(mixed), release="v1.0")
     assert sorted(catalog.search(labels=["Coniferous forest"]).ids()) == sorted(
         ["S2B_MSIL2A_20180204T94161_57_38", "S2B_MSIL2A_20170924T93020_69_24"])
 
