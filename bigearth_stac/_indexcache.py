@@ -46,6 +46,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from bigearth_stac._indexfs import _ReadOnlyFile
+
 try:  # POSIX: advisory locks between processes
     import fcntl
 except ImportError:  # pragma: no cover - Windows: one process at a time is assumed
@@ -437,23 +439,27 @@ class CacheEntry:
         end = min(end, self.size)
         if end <= start:
             return b""
-        with self._mutex:
-            hit = covered(self._ranges, start, end)
-            if not hit:
-                for (p0, p1), data in self._pending.items():
-                    if p0 <= start and end <= p1:
-                        return data[start - p0:end - p0]
+        hit, pending = self._lookup(start, end)
+        if pending is not None:
+            return pending
         if not hit:
             self.ensure([(start, end)], hole=0)
-            with self._mutex:
-                hit = covered(self._ranges, start, end)
-                if not hit:
-                    for (p0, p1), data in self._pending.items():
-                        if p0 <= start and end <= p1:
-                            return data[start - p0:end - p0]
+            hit, pending = self._lookup(start, end)
+            if pending is not None:
+                return pending
             if not hit:  # pragma: no cover - ensure() either stores or keeps pending
                 return self._fetch(start, end)
         return os.pread(self._fd, end - start, start)
+
+    def _lookup(self, start: int, end: int) -> tuple[bool, bytes | None]:
+        """Whether ``[start, end)`` is on disk; else its bytes if a pending fetch holds them."""
+        with self._mutex:
+            if covered(self._ranges, start, end):
+                return True, None
+            for (p0, p1), data in self._pending.items():
+                if p0 <= start and end <= p1:
+                    return False, data[start - p0:end - p0]
+        return False, None
 
     def complete(self, wanted: Iterable[Range]) -> bool:
         """Whether every byte of ``wanted`` is on local disk (after looking at other processes' work)."""
@@ -474,7 +480,7 @@ class CacheEntry:
 # -----------------------------------------------------------------------------------------------
 
 
-class _EntryFile(io.RawIOBase):
+class _EntryFile(_ReadOnlyFile):
     """A seekable read-only file over a :class:`CacheEntry` (what pyarrow's PythonFile wraps)."""
 
     def __init__(self, entry: CacheEntry) -> None:
@@ -503,15 +509,6 @@ class _EntryFile(io.RawIOBase):
         data = self._entry.read(self._pos, end)
         self._pos += len(data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
 
 class CachedObjectHandler(pafs.FileSystemHandler):
     """A read-only ``pyarrow`` filesystem holding one path: the cached remote object."""
