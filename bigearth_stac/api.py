@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -46,10 +47,19 @@ from bigearth_stac._predicates import (
     parse_instant,
     parse_interval,
 )
-from bigearth_stac.catalog import CatalogError
-from bigearth_stac.contract import PROPERTY_TYPES, collection_path, prop
+from bigearth_stac.catalog import DEFAULT_RELEASE, CatalogError, normalize_release
+from bigearth_stac.contract import (
+    COLLECTION_IDS,
+    PROPERTY_TYPES,
+    REFERENCE_MAP_ASSET,
+    RELEASE_V1,
+    RELEASES,
+    collection_id,
+    collection_path,
+    prop,
+)
 from bigearth_stac.hrefs import HrefError, Scope, catalog_root, parse, scheme_of
-from bigearth_stac.samples import SAMPLE_SCHEMA, with_scope
+from bigearth_stac.samples import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, with_scope
 from bigearth_stac.search import SearchQuery, build_query, search_options
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import (
@@ -68,6 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLLECTION_OF = {"s2": S2_COLLECTION, "s1": S1_COLLECTION}
+"""v1.0 modality -> collection id (every release's: :data:`bigearth_stac.contract.COLLECTION_IDS`)."""
 DEFAULT_PAGE_SIZE = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 #: What the sample table needs of an item (the fields extension trims the rest).
@@ -100,14 +111,14 @@ def _arrow_type(schema: Any) -> pa.DataType | None:
     return {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}.get(kind)  # type: ignore[arg-type]
 
 
-def columns_from_queryables(doc: Mapping[str, Any]) -> Columns:
-    """The properties a search may name, from a STAC API ``/queryables`` document."""
+def columns_from_queryables(doc: Mapping[str, Any], release: str | None = None) -> Columns:
+    """The properties a search may name, from a STAC API ``/queryables`` document (of ``release``)."""
     fields = dict(_BASE_FIELDS)
     for name, schema in (doc.get("properties") or {}).items():
         t = _arrow_type(schema)
         if isinstance(name, str) and t is not None and name not in fields:
             fields[name] = t
-    return Columns(pa.schema(list(fields.items())))
+    return Columns(pa.schema(list(fields.items())), release)
 
 
 def is_stac_api(url: str, settings: StorageSettings | None = None) -> bool:
@@ -291,6 +302,8 @@ def pgstac_filter(node: Any, columns: Columns) -> Any:
 def search_body(options: SearchQuery, columns: Columns) -> tuple[list[str], Any]:
     """``(collections, filter)`` of the CQL2-JSON search equivalent to ``options`` (validated).
 
+    The collection is ``options.release``'s (``None``: v1.0) of its modality.
+
     ``filter`` is a CQL2-JSON dict, ``True`` (no filter) or ``False`` (nothing matches).
     """
     o = options
@@ -316,7 +329,8 @@ def search_body(options: SearchQuery, columns: Columns) -> tuple[list[str], Any]
             parts.append({"op": "=", "args": [{"property": flag}, False]})
     if o.filter is not None:
         parts.append(pgstac_filter(cql2sql.parse(o.filter), columns))
-    return [COLLECTION_OF["s1" if o.modality == "s1" else "s2"]], _and(parts)
+    release = o.release if o.release is not None else RELEASE_V1
+    return [collection_id(normalize_release(release), "s1" if o.modality == "s1" else "s2")], _and(parts)
 
 
 def as_search_query(options: SearchQuery | None, kwargs: dict[str, Any],
@@ -341,34 +355,73 @@ class ApiCatalog:
     """A BigEarthNet catalog served by a STAC API; ``search()`` as :class:`~bigearth_stac.catalog.Catalog`'s.
 
     Open it with :meth:`open`. Attributes: ``url`` (the API's landing page), ``scope`` (where
-    asset hrefs may point: the published catalog's root and ``allow``), ``collections``
-    (modality -> collection id), ``page_size`` (items per request), ``client`` (the
-    ``pystac_client.Client``, for anything else).
+    asset hrefs may point: the published catalog's root and ``allow``), ``all_collections``
+    (``(release, modality)`` -> collection id, every BigEarthNet collection the API serves),
+    ``releases`` (the releases it serves, oldest first), ``release`` (the one searches use
+    unless ``search(release=...)`` says: v2.0 where served, as :class:`~bigearth_stac.catalog.Catalog`),
+    ``collections`` (modality -> collection id of ``release``), ``page_size`` (items per
+    request), ``client`` (the ``pystac_client.Client``, for anything else).
     """
 
-    def __init__(self, url: str, client: Any, scope: Scope, collections: dict[str, str],
+    def __init__(self, url: str, client: Any, scope: Scope, collections: dict[Any, str],
                  settings: StorageSettings | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-                 columns: dict[str, Columns] | None = None) -> None:
+                 columns: dict[Any, Columns] | None = None, release: str | None = None) -> None:
         self.url = url
         self.client = client
         self.scope = scope
-        self.collections = collections
+        self.all_collections: dict[tuple[str, str], str] = {
+            (k if isinstance(k, tuple) else (RELEASE_V1, k)): v for k, v in collections.items()}
+        self.all_columns: dict[tuple[str, str], Columns] = {
+            (k if isinstance(k, tuple) else (RELEASE_V1, k)): v for k, v in (columns or {}).items()}
+        """``(release, modality)`` -> the properties a search may name (the collection's queryables)."""
+        self.releases: tuple[str, ...] = tuple(r for r in RELEASES if any(k[0] == r for k in self.all_collections))
         self.settings = settings
         self.page_size = page_size
-        self.columns: dict[str, Columns] = columns or {}
-        """Modality -> the properties a search may name (the collection's queryables)."""
+        self.release: str = self.resolve_release(release) if release is not None else (
+            DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else (self.releases[-1] if self.releases else RELEASE_V1))
+
+    @property
+    def collections(self) -> dict[str, str]:
+        """Modality -> collection id of :attr:`release`."""
+        return {m: c for (r, m), c in self.all_collections.items() if r == self.release}
+
+    @property
+    def columns(self) -> dict[str, Columns]:
+        """Modality -> the queryable properties of :attr:`release`'s collections."""
+        return self.columns_of(self.release)
+
+    def columns_of(self, release: str) -> dict[str, Columns]:
+        """Modality -> the queryable properties of ``release``'s collections."""
+        return {m: c for (r, m), c in self.all_columns.items() if r == release}
+
+    def resolve_release(self, release: str | None) -> str:
+        """The release a search asking for ``release`` reads; one the API does not serve is a
+        :class:`CatalogError` naming those it serves."""
+        if release is None:
+            return self.release
+        try:
+            wanted = normalize_release(release)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from None
+        if wanted not in self.releases:
+            raise CatalogError(f"the STAC API at {self.url} serves no BigEarthNet {wanted} collections; it serves "
+                               f"{', '.join(self.releases) or 'none'}")
+        return wanted
 
     def __repr__(self) -> str:
-        return f"ApiCatalog({self.url!r}, collections={sorted(self.collections.values())}, scope={self.scope!r})"
+        return (f"ApiCatalog({self.url!r}, collections={sorted(self.all_collections.values())}, "
+                f"release={self.release!r}, scope={self.scope!r})")
 
     @classmethod
     def open(cls, url: str, settings: StorageSettings | None = None, allow: Sequence[str] = (),
              page_size: int = DEFAULT_PAGE_SIZE, headers: dict[str, str] | None = None,
-             timeout: float = 60.0) -> ApiCatalog:
+             timeout: float = 60.0, release: str | None = None) -> ApiCatalog:
         """Open the STAC API whose landing page is ``url``.
 
-        The API must conform to item search with CQL2-JSON filters and serve the
-        ``bigearthnet-s2`` collection (``bigearthnet-s1`` too for S1 and pair searches).
+        The API must conform to item search with CQL2-JSON filters and serve the S2 collection
+        of at least one release (``bigearthnet-s2``, ``bigearthnet-v2-s2``; the S1 one too for
+        S1 and pair searches). ``release``: the release searches use by default (v2.0 where
+        served).
         ``allow``: further roots asset hrefs may lie under (besides the published catalog the
         collections' ``via`` links name); ``page_size``: items per request (the API may cap it);
         ``headers``: sent with every request (e.g. an ``Authorization``). Errors name the URL.
@@ -397,40 +450,43 @@ class ApiCatalog:
         if missing:
             raise CatalogError(f"{url} is not a STAC API this client can search: it does not conform to "
                                f"{' and '.join(missing)}")
-        collections: dict[str, str] = {}
-        columns: dict[str, Columns] = {}
+        collections: dict[tuple[str, str], str] = {}
+        columns: dict[tuple[str, str], Columns] = {}
         roots: list[str] = []
-        for modality, cid in COLLECTION_OF.items():
+        for key, cid in COLLECTION_IDS.items():
             try:
                 coll = client.get_collection(cid)
             except (APIError, requests.RequestException, pystac.STACError, ValueError, KeyError):
                 coll = None
             if coll is None:
                 continue
-            collections[modality] = cid
+            collections[key] = cid
             roots += _via_roots(coll.to_dict(transform_hrefs=False), cid, url)
             try:
-                columns[modality] = columns_from_queryables(coll.get_queryables())  # type: ignore[attr-defined]
+                columns[key] = columns_from_queryables(coll.get_queryables(), key[0])  # type: ignore[attr-defined]
             except Exception as exc:  # no queryables endpoint: the properties every index has
                 log.debug("no queryables for %s at %s (%s): using the catalog contract's", cid, url, exc)
-        if "s2" not in collections:
-            raise CatalogError(f"the STAC API at {url} has no {S2_COLLECTION!r} collection "
-                               f"(load a catalog with `catalog-builder load-pgstac`)")
+        if not any(m == "s2" for _, m in collections):
+            raise CatalogError(f"the STAC API at {url} has no BigEarthNet S2 collection "
+                               f"({', '.join(c for (_, m), c in COLLECTION_IDS.items() if m == 's2')}; load a catalog "
+                               f"with `catalog-builder load-pgstac`)")
         roots = list(dict.fromkeys(roots))
         if not roots and not allow:
             raise CatalogError(f"the STAC API at {url} does not say where its assets are published (no 'via' link "
-                               f"on {S2_COLLECTION}); pass allow=[<catalog root>] to trust a root")
+                               f"on its collections); pass allow=[<catalog root>] to trust a root")
         scope = Scope([*roots, *[str(a) for a in allow]])
         log.debug("opened STAC API %s: %s, scope %s", url, collections, scope)
-        return cls(url, client, scope, collections, settings, page_size, columns)
+        return cls(url, client, scope, collections, settings, page_size, columns, release)
 
     def search(self, options: SearchQuery | None = None, /, **kwargs: Any) -> ApiSearchResult:
         """Search the API; the parameters of :func:`bigearth_stac.search.search` (every one must hold)."""
-        query = as_search_query(options, kwargs, self.columns)
+        parsed = search_options(options, kwargs)
+        release = self.resolve_release(parsed.release)
+        query = replace(as_search_query(parsed, {}, self.columns_of(release)), release=release)
         needed = ["s2", "s1"] if query.modality == "pair" else ["s1" if query.modality == "s1" else "s2"]
         for modality in needed:
-            if modality not in self.collections:
-                raise CatalogError(f"the STAC API at {self.url} has no {COLLECTION_OF[modality]!r} collection")
+            if (release, modality) not in self.all_collections:
+                raise CatalogError(f"the STAC API at {self.url} has no {collection_id(release, modality)!r} collection")
         return ApiSearchResult(self, query)
 
 
@@ -494,7 +550,8 @@ class ApiSearchResult:
     def __init__(self, catalog: ApiCatalog, query: SearchQuery) -> None:
         self.catalog = catalog
         self.query = query
-        columns = catalog.columns.get("s1" if query.modality == "s1" else "s2") or index_columns()
+        self.release = query.release if query.release is not None else catalog.release
+        columns = catalog.columns_of(self.release).get("s1" if query.modality == "s1" else "s2") or index_columns()
         self.collections, self.filter = search_body(query, columns)
         self._ids: list[str] | None = None
 
@@ -640,22 +697,40 @@ class ApiSearchResult:
             columns["labels_43"].append(props.get(prop("labels_43")) or [])
             columns["split"].append(props.get(prop("split")))
             columns["bbox"].append({"xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]})
-        schema = SAMPLE_SCHEMA.append(pa.field("bbox", _BBOX_TYPE))
+        schema = SAMPLE_SCHEMA
+        if self.release != RELEASE_V1:  # which normalisation statistics the loader uses
+            columns["release"] = [self.release] * len(items)
+            schema = schema.append(OPTIONAL_COLUMNS.field("release"))
+        if own == "s2" and any(REFERENCE_MAP_ASSET in (it.get("assets") or {}) for it in items):
+            columns[REFERENCE_MAP_ASSET] = [self._reference_map(it) for it in items]
+            schema = schema.append(OPTIONAL_COLUMNS.field(REFERENCE_MAP_ASSET))
+        schema = schema.append(pa.field("bbox", _BBOX_TYPE))
         table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in schema.names}, schema=schema)
         return with_scope(table, self.catalog.scope)
+
+    def _reference_map(self, item: Mapping[str, Any]) -> str | None:
+        """The URL of an S2 item's reference map (checked against the scope); ``None`` where it has none."""
+        asset = (item.get("assets") or {}).get(REFERENCE_MAP_ASSET)
+        if not isinstance(asset, dict):
+            return None
+        if not isinstance(asset.get("href"), str):
+            raise CatalogError(f"item {item.get('id')!r} from {self.catalog.url} has a {REFERENCE_MAP_ASSET!r} asset "
+                               f"without an href")
+        return self.catalog.scope.check(asset["href"])
 
     def _partners(self, s1_ids: list[Any]) -> dict[str, tuple[list[str], str]]:
         """S1 id -> (asset URLs, layout), fetched by id in pages."""
         wanted = [i for i in dict.fromkeys(s1_ids) if isinstance(i, str)]
         found: dict[str, tuple[list[str], str]] = {}
+        partner = collection_id(self.release, "s1")
         size = self.catalog.page_size
         for start in range(0, len(wanted), size):
             chunk = wanted[start:start + size]
-            for item in self._items(fields=SAMPLE_FIELDS, collections=[S1_COLLECTION], ids=chunk):
+            for item in self._items(fields=SAMPLE_FIELDS, collections=[partner], ids=chunk):
                 found[item["id"]] = self._asset_urls(item, "s1")
         missing = [i for i in s1_ids if i not in found]
         if missing:
-            raise KeyError(f"S1 partners missing from {S1_COLLECTION} at {self.catalog.url}: {missing[:5]}")
+            raise KeyError(f"S1 partners missing from {partner} at {self.catalog.url}: {missing[:5]}")
         return found
 
     def to_torch(self, options: Any = None, **kwargs: Any) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ REMOTE_SCHEMES = ("s3", "http", "https")
 INFORMATIONAL_RELS = frozenset({"license", "cite-as", "about", "describedby", "help", "via", "preview",
                                 "handbook", "documentation"})
 SCHEMES = ("file", *REMOTE_SCHEMES)
-_FORBIDDEN = ("\\", "\x00")
+#: Backslashes and control characters (NUL included), refused anywhere in a location.
+_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\\]")
 
 
 class HrefError(ValueError):
@@ -124,7 +126,7 @@ class Location:
 def _check_chars(text: str, base: str | None) -> None:
     if not isinstance(text, str) or not text:
         raise HrefError(text, "empty or not a string", base)
-    if any(c in text for c in _FORBIDDEN) or any(ord(c) < 32 for c in text):
+    if _FORBIDDEN_RE.search(text):
         raise HrefError(text, "backslash, NUL or control character", base)
 
 

@@ -800,18 +800,9 @@ class SearchResult:
         The index stores hrefs relative to the index file; here they are resolved against it, so
         the items work wherever the catalog lives. Items keep ``proj:epsg`` (stackstac reads it).
         """
-        import stac_geoparquet.arrow as sga
+        from bigearth_stac.item_json import iter_item_dicts
 
-        scope = self.catalog.scope
-        for batch in self.batches(batch_size=4096):
-            for d in sga.stac_table_to_items(pa.Table.from_batches([batch])):
-                for column in LABEL_MASK_COLUMNS.values():  # index-only, not item properties
-                    d.get("properties", {}).pop(column, None)
-                for asset in d.get("assets", {}).values():
-                    asset["href"] = scope.resolve(self.index.url, asset["href"])
-                for link in d.get("links", []):
-                    link["href"] = scope.resolve_link(self.index.url, link)
-                yield d
+        return iter_item_dicts(self.batches(batch_size=4096), self.index.url, self.catalog.scope)
 
     def to_item_collection(self) -> pystac.ItemCollection:
         """pystac Items of the result (built now; hrefs absolute). For small results.

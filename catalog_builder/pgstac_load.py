@@ -1,7 +1,7 @@
 """Load a published catalog into pgstac, from its stac-geoparquet index (not by crawling items).
 
 :func:`load_pgstac` opens the catalog with :meth:`bigearth_stac.Catalog.open` (local, http(s) or
-s3), reads the two collections' documents and streams every item of each index as a plain STAC
+s3), reads the collections' documents (every release it holds) and streams every item of each index as a plain STAC
 item dict (:meth:`~bigearth_stac.search.SearchResult.item_dicts`: hrefs resolved and confined
 to the catalog), then hands them to pypgstac in chunks with ``upsert``:
 
@@ -39,6 +39,7 @@ from bigearth_stac.catalog import Catalog, CatalogError
 from bigearth_stac.contract import CATALOG_FILE, LABEL_MASK_COLUMNS, item_path, prop
 from bigearth_stac.hrefs import HrefError, Scope, join, parse, scheme_of
 from bigearth_stac.io import open_url
+from bigearth_stac.item_json import item_batch, iter_item_dicts, resolve_batch
 from bigearth_stac.serve import (
     PgstacConnectionError,
     PgstacError,
@@ -51,11 +52,9 @@ from bigearth_stac.serve import (
 )
 from bigearth_stac.settings import StorageSettings
 from bigearth_stac.vocab import COUNTRIES, LABELS_19, LABELS_43, SEASONS, SPLITS
+from catalog_builder.pgstac_rows import API_RELS, VIA_TITLE, partition_namer, pgstac_rows
 
 log = logging.getLogger(__name__)
-
-#: Links the STAC API writes itself; the static catalog's are dropped on load.
-API_RELS = frozenset({"self", "root", "parent", "collection", "child", "item", "items"})
 
 LABEL_PROPERTIES = (prop("labels_19"), prop("labels_43"))
 
@@ -147,6 +146,8 @@ class LoadReport:
     """Collection id -> items loaded (inserted, updated or unchanged)."""
     in_database: dict[str, int] = field(default_factory=dict)
     """Collection id -> items in the database after the load."""
+    row_wise: int = 0
+    """Items whose batch was dehydrated row by row (pypgstac) rather than column-wise."""
     queryables_changed: int = 0
     """Queryables registered or updated (0 on a rerun: no index is rebuilt)."""
     seconds: float = 0.0
@@ -163,7 +164,7 @@ def open_catalog(catalog_url: str, settings: StorageSettings | None = None,
     try:
         catalog = Catalog.open(catalog_url, settings=settings, allow=allow)
         root = json.loads(open_url(catalog.url, settings, scope=catalog.scope))
-        wanted = {i.collection_id for i in catalog.indexes.values()}
+        wanted = {i.collection_id for i in catalog.all_indexes.values()}
         collections = []
         for link in root.get("links", []):
             if not isinstance(link, dict) or link.get("rel") != "child":
@@ -202,7 +203,7 @@ def _links(doc: dict[str, Any], base: str, scope: Scope, via: str) -> list[dict[
         link["href"] = as_url(scope.resolve_link(base, link))
         out.append({k: v for k, v in link.items() if v is not None})
     out.append({"rel": "via", "href": as_url(via), "type": "application/json",
-                "title": "This document in the published static catalog"})
+                "title": VIA_TITLE})
     return out
 
 
@@ -314,15 +315,68 @@ def _counted(items: Iterable[dict[str, Any]], collection: str,
             progress(collection, counts[collection])
 
 
+class PreparedRow(dict):
+    """A row :func:`catalog_builder.pgstac_rows.pgstac_rows` made: pypgstac loads it as it is."""
+
+
+def _row_loader_class() -> type:
+    from pypgstac.load import Loader
+
+    class RowLoader(Loader):
+        """pypgstac's loader (partitions, chunks, upsert), taking prepared rows beside item dicts."""
+
+        def format_item(self, item: Any) -> dict[str, Any]:
+            if isinstance(item, PreparedRow):
+                return item
+            return super().format_item(item)
+
+    return RowLoader
+
+
+def _row_loader(db: Any) -> Any:
+    return _row_loader_class()(db)
+
+
+def _load_rows(catalog: Catalog, release: str, modality: str, loader: Any, chunk_size: int, report: LoadReport,
+               columnwise: bool) -> Iterator[dict[str, Any]]:
+    """The rows (prepared) or item dicts (for pypgstac) of one collection, a batch at a time."""
+    import duckdb
+
+    result = catalog.search(modality=modality, release=release)
+    scope = catalog.scope
+    root = scope.root.rstrip("/") + "/" + CATALOG_FILE
+    if not columnwise:
+        for d in result.item_dicts():
+            yield item_for_pgstac(d, root, scope)
+        return
+    base_item, key, trunc, base_item_id = loader.collection_json(result.index.collection_id)
+    namer = partition_namer(key, trunc)
+    con = duckdb.connect()
+    for batch in result.batches(batch_size=chunk_size):
+        resolved = resolve_batch(batch, result.index.url, scope)
+        rows = pgstac_rows(item_batch(resolved), resolved.column("geometry"), scope.root, base_item,
+                           base_item_id, namer, con)
+        if rows is None:
+            report.row_wise += batch.num_rows
+            for d in iter_item_dicts(iter([batch]), result.index.url, scope):
+                yield item_for_pgstac(d, root, scope)
+        else:
+            yield from (PreparedRow(r) for r in rows)
+
+
 def load_pgstac(catalog_url: str, dsn: str, settings: StorageSettings | None = None, *,
                 chunk_size: int = DEFAULT_CHUNK, label_index: bool = True, install: bool = True,
-                allow: Sequence[str] = (), progress: Callable[[str, int], None] | None = None) -> LoadReport:
+                allow: Sequence[str] = (), progress: Callable[[str, int], None] | None = None,
+                columnwise: bool = True) -> LoadReport:
     """Load the catalog at ``catalog_url`` (local, http(s) or s3) into the pgstac at ``dsn``.
 
     Collections, then items (from the stac-geoparquet index, ``chunk_size`` per committed
     transaction, upserted), then queryables and their indexes. ``install``: install pgstac into
     a database that has none. ``allow``: other roots the catalog's hrefs may point into (see
     :meth:`Catalog.open`). ``progress(collection_id, items_so_far)`` is called per item.
+    ``columnwise``: build pgstac's rows a batch at a time (:mod:`catalog_builder.pgstac_rows`)
+    where the batch allows it; ``False`` hands every item dict to pypgstac (the reference the
+    tests compare with).
 
     Errors name what is wrong: :class:`NotACatalogError` (the URL), :class:`PgstacConnectionError`
     (the DSN, without its password), :class:`PgstacVersionError` (both versions). A load that
@@ -330,14 +384,14 @@ def load_pgstac(catalog_url: str, dsn: str, settings: StorageSettings | None = N
     """
     import psycopg
     from pypgstac.db import PgstacDB
-    from pypgstac.load import Loader, Methods
+    from pypgstac.load import Methods
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     started = time.perf_counter()
     catalog, collections = open_catalog(catalog_url, settings, allow)
     try:  # checked before anything is written
-        wanted = queryables({index.collection_id: index.schema for index in catalog.indexes.values()}, label_index)
+        wanted = queryables({index.collection_id: index.schema for index in catalog.all_indexes.values()}, label_index)
     except CatalogError as exc:
         raise NotACatalogError(f"{catalog_url}: {exc}") from None
     with connect(dsn) as con:
@@ -354,18 +408,21 @@ def load_pgstac(catalog_url: str, dsn: str, settings: StorageSettings | None = N
 
     db = PgstacDB(dsn=dsn)
     try:
-        loader = Loader(db)
+        loader = _row_loader(db)
         loader.load_collections(iter([collection_for_pgstac(u, d, catalog.scope) for u, d in collections]),
                                 Methods.upsert)
         log.info("loaded collections %s", [d["id"] for _, d in collections])
-        root = catalog.scope.root.rstrip("/") + "/" + CATALOG_FILE
-        for modality in ("s2", "s1"):
-            if modality not in catalog.indexes:
-                continue
-            cid = catalog.indexes[modality].collection_id
+        for (release, modality), index in sorted(catalog.all_indexes.items(), key=lambda kv: (kv[0][0], kv[0][1] != "s2")):
+            cid = index.collection_id
             report.items[cid] = 0
-            items = (item_for_pgstac(d, root, catalog.scope) for d in catalog.search(modality=modality).item_dicts())
-            loader.load_items(_counted(items, cid, progress, report.items), Methods.upsert, chunksize=chunk_size)
+            items = _load_rows(catalog, release, modality, loader, chunk_size, report, columnwise)
+            # A collection with no items yet is copied straight into its partition; any other
+            # (a rerun, a resumed load) is upserted, which leaves unchanged rows alone.
+            with connect(dsn) as con:
+                empty = con.execute("SELECT NOT EXISTS (SELECT 1 FROM pgstac.items WHERE collection = %s)",
+                                    (cid,)).fetchone()[0]  # type: ignore[index]
+            method = Methods.insert if empty else Methods.upsert
+            loader.load_items(_counted(items, cid, progress, report.items), method, chunksize=chunk_size)
             log.info("loaded %d items of %s", report.items[cid], cid)
     except (PgstacError, CatalogError, HrefError):
         raise

@@ -185,6 +185,33 @@ def test_rerun_is_idempotent(cluster: PostgresCluster, loaded: dict[str, Any], c
     assert _items_md5(loaded["admin"], cluster) == before
 
 
+def _rows_md5(dsn: str, cluster: PostgresCluster) -> str:
+    dbname = dsn.rsplit("/", 1)[1]
+    rows = cluster.execute("SELECT md5(string_agg(concat_ws('|', collection, id, datetime, end_datetime, content::text, "
+                           "private::text, ST_AsEWKB(geometry)::text), '|' ORDER BY collection, id)) FROM pgstac.items",
+                           dbname=dbname)
+    return str(rows[0][0])
+
+
+@pytest.mark.parametrize("which", ["v1", "v2"])
+def test_columnwise_rows_equal_pypgstac_rows(cluster: PostgresCluster, loaded: dict[str, Any], combined_catalog: Path,
+                                             v2_catalog: Path, which: str) -> None:
+    """The column-wise load writes exactly the rows pypgstac writes from the item dicts."""
+    root = str(combined_catalog if which == "v1" else v2_catalog)
+    fast_dsn = loaded["admin"] if which == "v1" else cluster.create_database("fast_v2")
+    fast = loaded["report"] if which == "v1" else load_pgstac(root, fast_dsn, chunk_size=16)
+    assert fast.row_wise == 0 and sum(fast.in_database.values()) > 0
+    ref_dsn = cluster.create_database(f"reference_{which}")
+    ref = load_pgstac(root, ref_dsn, chunk_size=16, columnwise=False)
+    assert ref.in_database == fast.in_database
+    assert _rows_md5(ref_dsn, cluster) == _rows_md5(fast_dsn, cluster)
+    hydrated = cluster.execute("SELECT pgstac.get_item(id, collection) FROM pgstac.items ORDER BY id LIMIT 1",
+                               dbname=fast_dsn.rsplit("/", 1)[1])[0][0]
+    assert hydrated["assets"] and all(a["href"].startswith("file://") for a in hydrated["assets"].values())
+    for name in {ref_dsn.rsplit("/", 1)[1], fast_dsn.rsplit("/", 1)[1]} - {loaded["admin"].rsplit("/", 1)[1]}:
+        cluster.drop_database(name)
+
+
 def test_interrupted_load_resumes(cluster: PostgresCluster, loaded: dict[str, Any], combined_catalog: Path) -> None:
     dsn = cluster.create_database("resume")
 
@@ -508,3 +535,49 @@ def test_torch_and_xarray_through_the_api(embedded: Catalog, remote: ApiCatalog)
     assert np.array_equal(cube_a.s2.sel(patch=first).values, cube_b.s2.sel(patch=first).values)
     assert np.array_equal(cube_a.labels_19.sel(patch=first).values, cube_b.labels_19.sel(patch=first).values)
     assert "center_lon" in cube_b.coords
+
+
+# -- both releases through the API ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_catalog(combined_catalog: Path, v2_raw: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The v1 catalog with the v2 collections built beside it, in one root."""
+    from tests.conftest import open_v2_source
+
+    out = tmp_path_factory.mktemp("pgstac-mixed")
+    shutil.copytree(combined_catalog, out, dirs_exist_ok=True)
+    report = build(open_v2_source(v2_raw), LocalStore(out), BuildOptions(layout="stacked", scheduler="synchronous"))
+    assert report.ok, report.describe()
+    return out
+
+
+def test_both_releases_load_and_search_alike(cluster: PostgresCluster, mixed_catalog: Path) -> None:
+    dsn = cluster.create_database("mixed")
+    report = load_pgstac(str(mixed_catalog), dsn, chunk_size=16)
+    embedded = Catalog.open(str(mixed_catalog))
+    assert set(report.in_database) == {"bigearthnet-s2", "bigearthnet-s1", "bigearthnet-v2-s2", "bigearthnet-v2-s1"}
+    assert report.row_wise == 0
+    reader = create_reader_role(dsn, "mixed_reader", "mixed-reader-pw")
+    server = start_api(reader)
+    try:
+        remote = ApiCatalog.open(server.url, page_size=PAGE)
+        assert remote.releases == embedded.releases == ("v1.0", "v2.0") and remote.release == embedded.release == "v2.0"
+        for release in ("v1", "v2"):
+            for query in ({}, {"labels": ["Coniferous forest"], "nomenclature": "43"}, {"split": "test"},
+                          {"modality": "s1", "exclude_snow": True}):
+                want = set(embedded.search(release=release, **query).ids())
+                assert set(remote.search(release=release, **query).ids()) == want, (release, query)
+        want = embedded.search(release="v2", split=["train", "validation"]).sample_table().sort_by("id")
+        got = remote.search(release="v2", split=["train", "validation"]).sample_table().sort_by("id")
+        assert got.num_rows == want.num_rows > 0
+        assert "reference_map" in want.column_names and "release" in want.column_names
+        assert got.select(want.column_names).equals(want)
+        v2 = remote.search(release="v2", split="test")
+        sample = next(iter(v2.to_torch(shuffle=False, mask="19")))
+        assert sample["mask"].shape == (120, 120)
+        with pytest.raises(CatalogError, match="v1.0, v2.0"):
+            ApiCatalog.open(server.url, release="v3")
+    finally:
+        server.stop()
+        cluster.drop_database("mixed")
