@@ -56,16 +56,25 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def timed(fn: Callable[[], list[str]], repeats: int) -> tuple[dict[str, float], list[str]]:
-    """p50 / p95 in ms of ``fn`` over ``repeats`` runs after one warm-up run; and its ids."""
-    ids = fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
+def stats(samples: list[float]) -> dict[str, float]:
+    """p50 / p95 / min / max in ms."""
     p50, p95 = _percentiles(samples)
-    return {"p50_ms": p50 * 1e3, "p95_ms": p95 * 1e3}, ids
+    return {"p50_ms": p50 * 1e3, "p95_ms": p95 * 1e3, "min_ms": min(samples) * 1e3, "max_ms": max(samples) * 1e3,
+            "n": len(samples)}
+
+
+def alternating(fns: dict[str, Callable[[], list[str]]], repeats: int) -> dict[str, dict[str, float]]:
+    """Time each of ``fns`` once per round, the backends alternating (A B C A B C ...).
+
+    The caller has run each once (the check that they agree is the warm-up).
+    """
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[key].append(time.perf_counter() - t0)
+    return {k: stats(v) for k, v in samples.items()}
 
 
 def search_ids(catalog: Catalog | ApiCatalog, params: dict[str, Any]) -> Callable[[], list[str]]:
@@ -116,7 +125,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"(`load_pgstac`, both collections, {load['items']:,} items, chunks of {load['chunk_size']:,}, label "
         f"GIN indexes built after the items): **{load['seconds']:.1f} s** ({load['items'] / load['seconds']:,.0f} "
         f"items/s); database {load['db_bytes'] / 1e6:.0f} MB.",
-        f"Latency: every matching id end to end, p50/p95 ms over {result['repeats']} runs after a warm-up; pages "
+        f"Latency: every matching id end to end, p50/p95 ms over {result['repeats']} rounds after a warm-up, the "
+        f"three backends alternating within each round (embedded, SQL, API); pages "
         f"of {result['page_size']:,} for pgstac SQL (one open connection, as the read-only user) and the API. "
         f"GIN: the label arrays' indexes present ({result['label_gin_indexes']['gin']}) / dropped "
         f"({result['label_gin_indexes']['no_gin']}).",
@@ -126,7 +136,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, q in result["queries"].items():
-        cells = [q["embedded"]]
+        cells = [q["embedded"]["gin"]]
         for backend in ("sql", "api"):
             cells += [q[backend]["gin"], q[backend]["no_gin"]]
         lines.append(f"| {name} | {q['rows']:,} | " + " | ".join(
@@ -175,33 +185,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report = load_pgstac(str(root), dsn, chunk_size=args.chunk_size)
         db_bytes = cluster.execute("SELECT pg_database_size('bench')")[0][0]
         result["load"] = {"seconds": report.seconds, "items": sum(report.in_database.values()),
-                          "chunk_size": args.chunk_size, "db_bytes": db_bytes, "pgstac": report.pgstac_version}
+                          "chunk_size": args.chunk_size, "db_bytes": db_bytes, "pgstac": report.pgstac_version,
+                          "row_wise": report.row_wise}
         log.info("%s", report.describe())
         reader = create_reader_role(dsn, "bench_reader", "bench-reader")
         embedded = Catalog.open(str(root))
         with start_api(reader) as server, connect(reader) as con:
             con.execute("SET search_path TO pgstac, public")
             api = ApiCatalog.open(server.url, page_size=args.page_size)
-            for name, params in qs.items():
-                log.info("query %s", name)
-                emb, ids = timed(search_ids(embedded, params), args.repeats)
-                result["queries"][name] = {"rows": len(ids), "embedded": emb, "sql": {}, "api": {}}
+            for name in qs:
+                result["queries"][name] = {"sql": {}, "api": {}, "embedded": {}}
             for state, enabled in (("gin", True), ("no_gin", False)):
                 set_label_index(dsn, enabled)
                 cluster.execute("ANALYZE pgstac.items", dbname="bench")
                 result.setdefault("label_gin_indexes", {})[state] = label_indexes(cluster)
                 for name, params in qs.items():
-                    want = set(embedded.search(**params).ids())
-                    sql, got_sql = timed(sql_ids(con, params, args.page_size), args.repeats)
-                    web, got_api = timed(search_ids(api, params), args.repeats)
-                    for backend, got in (("pgstac SQL", got_sql), ("API", got_api)):
-                        if set(got) != want or len(got) != len(want):
+                    want = embedded.search(**params).ids()
+                    for backend, got in (("pgstac SQL", sql_ids(con, params, args.page_size)()),
+                                         ("API", search_ids(api, params)())):
+                        if set(got) != set(want) or len(got) != len(want):
                             raise SystemExit(f"{name}: {backend} returned {len(got)} ids, the embedded index "
                                              f"{len(want)}: the backends disagree")
-                    result["queries"][name]["sql"][state] = sql
-                    result["queries"][name]["api"][state] = web
-                    log.info("  %-32s %-6s rows %7d  SQL p50 %7.0f ms  API p50 %7.0f ms", name, state, len(want),
-                             sql["p50_ms"], web["p50_ms"])
+                    timings = alternating({"embedded": search_ids(embedded, params),
+                                           "sql": sql_ids(con, params, args.page_size),
+                                           "api": search_ids(api, params)}, args.repeats)
+                    q = result["queries"][name]
+                    q["rows"] = len(want)
+                    for backend in ("embedded", "sql", "api"):
+                        q[backend][state] = timings[backend]
+                    log.info("  %-32s %-6s rows %7d  embedded p50 %6.0f ms  SQL p50 %7.0f ms  API p50 %7.0f ms", name,
+                             state, len(want), timings["embedded"]["p50_ms"], timings["sql"]["p50_ms"],
+                             timings["api"]["p50_ms"])
             set_label_index(dsn, True)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if rows == FULL else f"-{rows}"
