@@ -28,9 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from bigearth_devtools.process import LOOPBACK
+
 log = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_BODY = 1 << 30
 """Largest request body forwarded (bytes); larger requests get 413."""
 MAX_CONNECTIONS = 512

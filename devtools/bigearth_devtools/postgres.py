@@ -34,28 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
+
+from bigearth_devtools.process import LOOPBACK, ServerProcess, answers, check_loopback, free_port
 
 log = logging.getLogger(__name__)
 
 #: The unprivileged user that runs PostgreSQL when this process is root.
 DEFAULT_OS_USER = "postgres"
 FALLBACK_OS_USER = "bigearth-pg"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 BINARIES = ("initdb", "postgres", "pg_ctl")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def find_bindir() -> Path | None:
@@ -222,8 +213,7 @@ def start_postgres(host: str = "127.0.0.1", port: int | None = None, startup_tim
     Raises ``RuntimeError`` naming what is missing (see :func:`postgres_missing`) or, with the
     tail of the server log, why it did not start.
     """
-    if host not in LOOPBACK:
-        raise ValueError(f"refusing to start the test PostgreSQL on {host!r}: use a loopback address {LOOPBACK}")
+    check_loopback(host, "the test PostgreSQL")
     missing = postgres_missing()
     bindir = find_bindir()
     if missing or bindir is None:
@@ -297,71 +287,20 @@ def _wait_ready(cluster: PostgresCluster, timeout: float) -> bool:
     return False
 
 
-class ApiServer:
+class ApiServer(ServerProcess):
     """A running ``bigearth-stac serve`` process; :meth:`stop` ends it by its PID."""
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, errlog: Any) -> None:
-        self.process = process
-        self.host = host
-        self.port = port
-        self._errlog = errlog
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    kind = "STAC API"
 
     @property
     def url(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{h}:{self.port}/"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        """What the server wrote so far (stdout and stderr)."""
-        self._errlog.seek(0)
-        return str(self._errlog.read().decode(errors="replace"))
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM to the server's PID (uvicorn shuts down gracefully), SIGKILL if it lingers."""
-        try:
-            if self.process.poll() is None:
-                log.debug("stopping STAC API pid %d", self.process.pid)
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=timeout)
-        finally:
-            with contextlib.suppress(Exception):
-                self._errlog.close()
-
-    def __enter__(self) -> ApiServer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"ApiServer({self.url}, pid={self.process.pid})"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+        return self.base_url + "/"
 
 
 def start_api(dsn: str, host: str = "127.0.0.1", port: int | None = None, startup_timeout: float = 60.0,
               extra_args: tuple[str, ...] = ()) -> ApiServer:
     """Start ``bigearth-stac serve`` for ``dsn`` on loopback; wait until its landing page answers."""
-    if host not in LOOPBACK:
-        raise ValueError(f"refusing to start the test STAC API on {host!r}: use a loopback address {LOOPBACK}")
+    check_loopback(host, "the test STAC API")
     attempts = 1 if port is not None else 3
     last = ""
     for _ in range(attempts):
@@ -377,7 +316,7 @@ def start_api(dsn: str, host: str = "127.0.0.1", port: int | None = None, startu
                 last = server.output()[-3000:]
                 server.stop()
                 break
-            if _answers(server.url):
+            if answers(server.url):
                 log.info("STAC API at %s (pid %d)", server.url, proc.pid)
                 return server
             time.sleep(0.2)
@@ -390,5 +329,5 @@ def start_api(dsn: str, host: str = "127.0.0.1", port: int | None = None, startu
     raise RuntimeError(f"STAC API could not start on {host}: {last.strip() or 'exited early'}")
 
 
-__all__ = ["ApiServer", "PostgresCluster", "dsn", "find_bindir", "free_port", "postgres_missing", "start_api",
+__all__ = ["LOOPBACK", "ApiServer", "PostgresCluster", "dsn", "find_bindir", "free_port", "postgres_missing", "start_api",
            "start_postgres"]

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from types import TracebackType
 from typing import Any
 
+from bigearth_devtools.process import LOOPBACK, ServerProcess, answers, check_loopback, free_port
 from bigearth_stac.settings import StorageSettings
 
 log = logging.getLogger(__name__)
@@ -40,28 +39,14 @@ DUMMY_CREDENTIALS: dict[str, str] = {
 #: Variables that would redirect clients elsewhere; unset while the test credentials are active.
 CONFLICTING_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_NO_SIGN_REQUEST")
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class S3Server:
+class S3Server(ServerProcess):
     """A running moto server process; stop it with :meth:`stop` (or use it as a context manager)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
-        self.process = process
-        self.host = host
-        self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
+    kind = "moto server"
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
+        super().__init__(process, host, port)
+        self.endpoint_url = self.base_url
 
     def settings(self, **overrides: Any) -> StorageSettings:
         """Settings for this endpoint: path-style addressing, checksums as non-AWS stores need."""
@@ -87,42 +72,6 @@ class S3Server:
         with urllib.request.urlopen(req, timeout=10):
             pass
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server process (SIGTERM to its PID, then SIGKILL if it does not exit)."""
-        if self.process.poll() is not None:
-            return
-        log.debug("stopping moto server pid %d", self.process.pid)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
-
-    def __enter__(self) -> S3Server:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"S3Server({self.endpoint_url}, pid={self.process.pid})"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means the server is up
-    except OSError:
-        return False
-
-
 def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
                     startup_timeout: float = 30.0) -> S3Server:
     """Start moto's S3 server on loopback and wait until it answers HTTP.
@@ -130,9 +79,7 @@ def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
     ``port=None`` picks a free port (retried once if another process takes it first). Only
     loopback hosts are accepted: the server has no authentication.
     """
-    if host not in LOOPBACK:
-        raise ValueError(f"refusing to start the unauthenticated test S3 server on {host!r}: "
-                         f"use a loopback address {LOOPBACK}")
+    check_loopback(host, "the unauthenticated test S3 server")
     attempts = 1 if port is not None else 3
     last_error = ""
     for _ in range(attempts):
@@ -149,7 +96,7 @@ def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
                     errlog.seek(0)
                     last_error = errlog.read().decode(errors="replace")[-2000:]
                     break
-                if _answers(f"{server.endpoint_url}/moto-api/"):
+                if answers(f"{server.endpoint_url}/moto-api/", timeout=1, any_status=True):
                     log.info("moto S3 server at %s (pid %d)", server.endpoint_url, proc.pid)
                     return server
                 time.sleep(0.1)
@@ -159,4 +106,4 @@ def start_s3_server(host: str = "127.0.0.1", port: int | None = None,
     raise RuntimeError(f"moto server could not start on {host}: {last_error.strip() or 'exited early'}")
 
 
-__all__ = ["CONFLICTING_ENV", "DUMMY_CREDENTIALS", "S3Server", "free_port", "start_s3_server"]
+__all__ = ["CONFLICTING_ENV", "DUMMY_CREDENTIALS", "LOOPBACK", "S3Server", "free_port", "start_s3_server"]
