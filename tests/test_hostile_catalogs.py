@@ -161,6 +161,26 @@ def test_child_links_leaving_the_root_are_not_followed(href: str, real_catalog: 
     with pytest.raises(HrefError) as err:
         Catalog.open(str(root))
     assert repr(href) in str(err.value)
+    # The validator's crawler reports the link and does not follow it.
+    from bigearth_stac.validate import validate_catalog
+
+    _, problems = validate_catalog(root)
+    assert any(href in str(p) and "outside the catalog root" in str(p) for p in problems), problems
+
+
+def test_item_links_leaving_the_root_are_not_crawled(real_catalog: Path, tmp_path: Path, outside: Path) -> None:
+    """An ``item`` link of a tile catalog pointing outside: reported by the validator, never read."""
+    from bigearth_stac.validate import validate_catalog
+
+    root = _copy(real_catalog, tmp_path)
+    tile = next((root / "bigearthnet-s2").glob("*/catalog.json"))
+    doc = json.loads(tile.read_text())
+    doc["links"].append({"rel": "item", "href": "../../../outside/secret.json", "type": "application/geo+json"})
+    tile.write_text(json.dumps(doc))
+    count, problems = validate_catalog(root)
+    assert count > 0
+    assert [p for p in problems if "outside/secret.json" in str(p)], problems
+    assert not [p for p in problems if "secret" in str(p) and "outside the catalog root" not in str(p)]
 
 
 @pytest.mark.parametrize("href", ["../../outside/index.parquet", "/tmp/index.parquet",

@@ -581,3 +581,25 @@ def test_both_releases_load_and_search_alike(cluster: PostgresCluster, mixed_cat
     finally:
         server.stop()
         cluster.drop_database("mixed")
+
+
+@pytest.mark.parametrize("href", ["file:///etc/hostname", "http://169.254.169.254/latest/meta-data/",
+                                  "s3://another-bucket/x.tif"])
+def test_an_api_item_pointing_outside_the_catalog_is_refused(cluster: PostgresCluster, loaded: dict[str, Any],
+                                                             remote: ApiCatalog, href: str) -> None:
+    """An item in the database whose asset leaves the published catalog: every reader refuses it."""
+    from bigearth_stac.hrefs import HrefError
+
+    victim = remote.search(labels="Arable land").ids()[0]
+    db = loaded["admin"].rsplit("/", 1)[1]
+    before = cluster.execute("SELECT content FROM pgstac.items WHERE id = %s", dbname=db, params=(victim,))[0][0]
+    cluster.execute("UPDATE pgstac.items SET content = jsonb_set(content, '{assets,s2_10m,href}', to_jsonb(%s::text)) "
+                    "WHERE id = %s", dbname=db, params=(href, victim))
+    try:
+        for read in (lambda r: list(r.item_dicts()), lambda r: r.sample_table(), lambda r: list(r)):
+            with pytest.raises(HrefError) as err:
+                read(remote.search(labels="Arable land"))
+            assert href in str(err.value)
+    finally:
+        cluster.execute("UPDATE pgstac.items SET content = %s WHERE id = %s", dbname=db,
+                        params=(json.dumps(before), victim))
