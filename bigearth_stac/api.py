@@ -42,6 +42,7 @@ import pyarrow as pa
 from bigearth_stac import cql2sql
 from bigearth_stac._predicates import (
     Columns,
+    QueryError,
     parse_bbox,
     parse_geometry,
     parse_instant,
@@ -482,6 +483,10 @@ class ApiCatalog:
         """Search the API; the parameters of :func:`bigearth_stac.search.search` (every one must hold)."""
         parsed = search_options(options, kwargs)
         release = self.resolve_release(parsed.release)
+        if parsed.min_fractions and not any(c.fractions for c in self.columns_of(release).values()):
+            raise QueryError(f"min_fractions: the STAC API at {self.url} has no queryable pixel fractions "
+                             f"(bigearthnet:clc_fractions); search them in the static catalog with "
+                             f"Catalog.open(<catalog root>) (the embedded index)")
         query = replace(as_search_query(parsed, {}, self.columns_of(release)), release=release)
         needed = ["s2", "s1"] if query.modality == "pair" else ["s1" if query.modality == "s1" else "s2"]
         for modality in needed:

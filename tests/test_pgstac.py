@@ -578,6 +578,9 @@ def test_both_releases_load_and_search_alike(cluster: PostgresCluster, mixed_cat
         assert sample["mask"].shape == (120, 120)
         with pytest.raises(CatalogError, match="v1.0, v2.0"):
             ApiCatalog.open(server.url, release="v3")
+        assert embedded.search(release="v2", min_fractions={"Coniferous forest": 0.3}).ids() is not None
+        with pytest.raises(QueryError, match="no queryable pixel fractions"):
+            remote.search(release="v2", min_fractions={"Coniferous forest": 0.3})
     finally:
         server.stop()
         cluster.drop_database("mixed")
