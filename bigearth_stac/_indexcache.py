@@ -22,7 +22,10 @@ alone would exceed the bound, new ranges are served from memory for the query an
 
 Reads are planned, not discovered: :meth:`CacheEntry.ensure` takes the byte ranges a query
 needs (column chunks of the row groups that survive pruning, from the footer), subtracts what
-is cached, coalesces what is left into few requests and fetches them concurrently.
+is cached, coalesces what is left into few requests and fetches them concurrently. The index
+stores the chunks searches filter on for all row groups side by side at the start of the file
+(:data:`~bigearth_stac.contract.INDEX_COLUMN_GROUPS`), so a query over the whole archive needs a
+few requests, not one per row group.
 """
 
 from __future__ import annotations
@@ -62,8 +65,11 @@ DEFAULT_MAX_BYTES = 2 * 2**30
 """Default bound of a cache directory: 2 GiB (the v1 archive's two indexes are a few hundred MB)."""
 HOLE_BYTES = 256 * 1024
 """Missing ranges closer than this are fetched in one request (a round trip costs more than the hole)."""
-PART_BYTES = 8 * 2**20
-"""Largest single request; longer runs are split so that they download concurrently."""
+PART_BYTES = 1 * 2**20
+"""Largest single request; longer runs are split so that they download concurrently. The index
+gathers the columns searches filter on into one run for all row groups (a few MB for the whole
+archive: :data:`~bigearth_stac.contract.INDEX_COLUMN_GROUPS`): a label query fetches it as a few
+1 MiB requests in flight at once rather than one long transfer."""
 CONCURRENCY = 16
 """Range requests in flight per :meth:`CacheEntry.ensure`."""
 FOOTER_BYTES = 1 * 2**20
@@ -141,8 +147,10 @@ def covered(ranges: Sequence[Range], start: int, end: int) -> bool:
     return i >= 0 and ranges[i][0] <= start and ranges[i][1] >= end
 
 
-def split(ranges: Iterable[Range], part: int = PART_BYTES) -> list[Range]:
-    """Ranges cut into pieces of at most ``part`` bytes (so that they download concurrently)."""
+def split(ranges: Iterable[Range], part: int | None = None) -> list[Range]:
+    """Ranges cut into pieces of at most ``part`` bytes (default :data:`PART_BYTES`), so that
+    they download concurrently."""
+    part = PART_BYTES if part is None else part
     out: list[Range] = []
     for start, end in ranges:
         while end - start > part:
@@ -462,12 +470,24 @@ class CacheEntry:
         return False, None
 
     def complete(self, wanted: Iterable[Range]) -> bool:
-        """Whether every byte of ``wanted`` is on local disk (after looking at other processes' work)."""
-        wanted = merge(wanted)
-        if not self.missing(wanted):
-            return True
-        self._refresh()
-        return not self.missing(wanted)
+        """Whether every byte of ``wanted``, and the Parquet footer, is on local disk (after
+        looking at other processes' work): what a reader of :attr:`data_path` (DuckDB) needs.
+
+        The footer counts because such a reader parses it from the file: with the cache full,
+        the footer read at open may have been served from memory and never stored.
+        """
+        wanted = list(wanted)
+        for attempt in (0, 1):
+            if attempt:
+                self._refresh()
+            tail = (self.size - 8, self.size)
+            if self.size < 8 or self.missing([tail]):
+                continue
+            length = int.from_bytes(os.pread(self._fd, 4, self.size - 8), "little")
+            footer = (max(0, self.size - 8 - length), self.size)
+            if not self.missing(merge([*wanted, footer])):
+                return True
+        return False
 
     def prime_footer(self) -> None:
         """Fetch the object's tail in one request if nothing of it is cached (a new entry)."""

@@ -222,6 +222,8 @@ class CollectionIndex:
                 meta = self._metadata
                 chunks: dict[str, list[list[tuple[int, int]]]] = {}
                 tops = [meta.schema.column(i).path.split(".", 1)[0] for i in range(meta.num_columns)]
+                for top in tops:
+                    chunks.setdefault(top, [[] for _ in range(meta.num_row_groups)])
                 for r in range(meta.num_row_groups):
                     rg = meta.row_group(r)
                     for i, top in enumerate(tops):
@@ -230,8 +232,7 @@ class CollectionIndex:
                         dictionary = col.dictionary_page_offset
                         if col.has_dictionary_page and dictionary and 0 < dictionary < start:
                             start = dictionary
-                        per_rg = chunks.setdefault(top, [[] for _ in range(meta.num_row_groups)])
-                        per_rg[r].append((start, start + col.total_compressed_size))
+                        chunks[top][r].append((start, start + col.total_compressed_size))
                 self._chunks = chunks
         names = list(self._chunks) if columns is None else [c for c in columns if c in self._chunks]
         groups = range(self._metadata.num_row_groups) if row_groups is None else row_groups

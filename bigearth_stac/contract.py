@@ -65,6 +65,8 @@ __all__ = [
     "SCHEMA_URI",
     "SCHEMA_VERSION",
     "SEARCH_COLUMNS",
+    "INDEX_COLUMN_GROUPS",
+    "INDEX_LAYOUT_VERSION",
     "STAGE_COG",
     "STAGE_ITEM",
     "STAGE_META",
@@ -233,9 +235,35 @@ LABEL_MASK_COLUMNS: dict[str, str] = {"19": prop("label_mask_19"), "43": prop("l
 ``CLASS_ORDERS["original"][nomenclature]`` is one of the patch's labels. A label query is a bit
 test (DESIGN.md #15): ``(mask & bits) <> 0`` for any, ``= bits`` for all."""
 
+INDEX_COLUMN_GROUPS: tuple[tuple[str, ...], ...] = (
+    (LABEL_MASK_COLUMNS["19"], prop("split"), prop("seasonal_snow"), prop("cloud_or_shadow"), prop("country"),
+     prop("season"), "datetime", prop("tile"), "proj:epsg", prop("release"), prop("layout"), "collection", "id"),
+    (LABEL_MASK_COLUMNS["43"],),
+    ("bbox", "geometry"),
+)
+"""Groups of index columns whose chunks the index file stores together, for *all* row groups, at
+its start (group by group; row group by row group within a group, in schema order within a row
+group; the other columns follow, row group by row group). A query reading some columns of every row group (a label over the whole
+archive) then needs one or a few contiguous runs, not a range request per row group; a region
+query reads its few row groups of the first group and of the footprints in two runs. The first
+group holds what searches filter on and return (the 19-class mask, split, flags, country,
+season, datetime, tile, ... and the id: about 4 compressed bytes a row, 2.3 MB for the whole v1
+archive); the 43-class mask and the footprints (bbox, WKB geometry) follow, each their own run
+so that a query reads only the runs it names.
+Parquet locates chunks by the offsets in its footer, so every reader reads the same table
+(:mod:`catalog_builder.parquet_layout`)."""
+
 SEARCH_COLUMNS: tuple[str, ...] = ("id", "bbox", "datetime", *PROPERTY_TYPES, *LABEL_MASK_COLUMNS.values(),
                                    CLC_FRACTIONS, "collection", "geometry")
-"""Columns stored first in each row group, so a remote reader fetches them in one range request."""
+"""Schema order of the index: these columns first, the other stac-geoparquet columns (assets,
+links, ...) after. It is also the order of an item's properties read back from the index, so it
+does not change with the file layout (where the chunks lie is :data:`INDEX_COLUMN_GROUPS`)."""
+
+INDEX_LAYOUT_VERSION = 2
+"""Version of the index file's layout (where the column chunks lie, which columns are dictionary
+encoded): 1, row group after row group, search columns first in each; 2, the
+:data:`INDEX_COLUMN_GROUPS` gathered at the start of the file, unique strings stored plain. Caches of
+generated indexes (benchmarks) key on it; readers need not know it."""
 
 
 def label_bits(names: Any, nomenclature: str) -> int:

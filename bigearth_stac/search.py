@@ -61,7 +61,7 @@ from bigearth_stac._predicates import (
     quote,
     time_predicate,
 )
-from bigearth_stac.contract import CLC_FRACTIONS, LABEL_MASK_COLUMNS
+from bigearth_stac.contract import CLC_FRACTIONS
 from bigearth_stac.samples import sample_table
 from bigearth_stac.vocab import (
     COUNTRIES,

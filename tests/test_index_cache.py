@@ -312,3 +312,26 @@ def test_in_memory_columns_answer_like_a_scan(small_catalog: Path, monkeypatch: 
         assert not search_module._HotTable.of(scanned.index("s2")).columns
         assert r.ids() == ids and len(r) == n, q
         assert r.to_arrow(["id", "bbox", "bigearthnet:split"]).equals(table), q
+
+
+def test_complete_needs_the_footer_on_disk(small_catalog: Path, tmp_path: Path) -> None:
+    """DuckDB reads a cached index from the entry's data file, footer included: an entry whose
+    footer was served from memory (the cache was full) is not complete, whatever its chunks."""
+    data = (small_catalog / "index" / "bigearthnet-s2.parquet").read_bytes()
+    footer = (len(data) - 8 - int.from_bytes(data[-8:-4], "little"), len(data))
+    chunks = [(4, 1000)]
+
+    def read(start: int, end: int) -> bytes:
+        return data[start:end]
+
+    full = IndexCache(tmp_path / "full", max_bytes=996 + 8)  # the chunks and the last 8 bytes only
+    entry = full.open(RemoteObject("s3://b/k", len(data), "v1", None, read))
+    entry.ensure(chunks)
+    entry.ensure([(len(data) - 8, len(data))])
+    assert entry.read(*footer) == data[footer[0]:footer[1]]  # served, from memory
+    assert not entry.missing(chunks) and not entry.complete(chunks)
+    roomy = IndexCache(tmp_path / "roomy").open(RemoteObject("s3://b/k", len(data), "v1", None, read))
+    roomy.ensure(chunks)
+    assert not roomy.complete(chunks)
+    roomy.ensure([footer])
+    assert roomy.complete(chunks)

@@ -88,6 +88,16 @@ def _check_remote(local: Catalog, url: str, settings: object, cache_dir: Path) -
     assert fresh.search(labels=["Coniferous forest"], bbox=bbox, split="train").ids() == hits
     assert stats.bytes == 0
 
+    # A label over every row group (20 here), cold cache: the search columns of all row groups
+    # lie side by side at the start of the file, so a few requests fetch them, not one per row group.
+    label, stats = open_counted(cache_dir / "label")
+    _ = label.index("s2").dataset
+    stats.reset()
+    q = {"labels": ["Coniferous forest"], "exclude_clouds": True}
+    assert label.search(**q).ids() == local.search(**q).ids()
+    assert 0 < stats.reads <= 3, stats.reads  # type: ignore[attr-defined]
+    assert stats.bytes < 0.25 * size  # type: ignore[attr-defined]
+
     # Sanity: reading everything reads (nearly) the whole index, once.
     whole, stats = open_counted(cache_dir / "whole")
     _ = whole.index("s2").dataset
