@@ -432,30 +432,56 @@ class _WarmGroups:
         schema = pa.schema([index.schema.field(c) for c in columns])
         if not row_groups:
             return schema.empty_table()
-        fragments = None
+        # Decode what is missing first: row groups missing the same columns in one threaded scan
+        # (a cold label query over the archive decodes all 37 at once), then assemble in order.
+        needed: dict[tuple[str, ...], list[int]] = {}
+        with self.lock:
+            for rg in row_groups:
+                have = self.groups.get(rg, {})
+                missing = tuple(c for c in columns if c not in have)
+                if missing:
+                    needed.setdefault(missing, []).append(rg)
+        if needed:
+            fragments = {f.row_groups[0].id: f for f in index.dataset.get_fragments()}
+            for missing, rgs in needed.items():
+                rgs = sorted(set(rgs))
+                scan = fragments[rgs[0]].subset(row_group_ids=rgs) if len(rgs) > 1 else fragments[rgs[0]]
+                decoded = scan.to_table(columns=list(missing), schema=index.schema, use_threads=len(rgs) > 1)
+                start = 0
+                for rg in rgs:
+                    n = fragments[rg].row_groups[0].num_rows
+                    self._keep(rg, {c: decoded.column(c).slice(start, n) for c in missing})
+                    start += n
         parts = []
         for rg in row_groups:
             with self.lock:
                 have = self.groups.get(rg, {})
-                missing = [c for c in columns if c not in have]
-                if not missing:
+                if all(c in have for c in columns):
                     self.groups.move_to_end(rg)
-            if missing:
-                if fragments is None:
-                    fragments = {f.row_groups[0].id: f for f in index.dataset.get_fragments()}
-                decoded = fragments[rg].to_table(columns=missing, schema=index.schema, use_threads=False)
-                with self.lock:
-                    have = self.groups.setdefault(rg, {})
-                    for c in missing:
-                        if c not in have:
-                            have[c] = decoded.column(c)
-                            self.nbytes += decoded.column(c).nbytes
-                    self.groups.move_to_end(rg)
-                    while self.nbytes > WARM_MAX_BYTES and len(self.groups) > 1:
-                        _, dropped = self.groups.popitem(last=False)
-                        self.nbytes -= sum(a.nbytes for a in dropped.values())
-            parts.append(pa.Table.from_arrays([have[c] for c in columns], schema=schema))
+                    part = [have[c] for c in columns]
+                else:  # dropped meanwhile (memory bound): decode again, alone
+                    part = None
+            if part is None:
+                decoded = {f.row_groups[0].id: f for f in index.dataset.get_fragments()}[rg].to_table(
+                    columns=list(columns), schema=index.schema, use_threads=False)
+                part = [decoded.column(c) for c in columns]
+            parts.append(pa.Table.from_arrays(part, schema=schema))
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+    def _keep(self, rg: int, decoded: dict[str, pa.ChunkedArray]) -> None:
+        """Keep a row group's decoded columns (least recently used row groups dropped past the bound)."""
+        with self.lock:
+            have = self.groups.setdefault(rg, {})
+            for c, values in decoded.items():
+                if c not in have:
+                    # A slice of a larger decoded table keeps it alive: copy to own the memory.
+                    values = pa.chunked_array([pa.concat_arrays(values.chunks)]) if values.num_chunks else values
+                    have[c] = values
+                    self.nbytes += values.nbytes
+            self.groups.move_to_end(rg)
+            while self.nbytes > WARM_MAX_BYTES and len(self.groups) > 1:
+                _, dropped = self.groups.popitem(last=False)
+                self.nbytes -= sum(a.nbytes for a in dropped.values())
 
 
 class _HotTable:
