@@ -8,6 +8,7 @@ through the ``progress`` callback.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -121,20 +122,72 @@ class BuildReport:
         return "\n".join(lines)
 
 
+WORKER_MODULES = ("distributed", "catalog_builder.pair")
+"""What the workers of the build's own LocalCluster import before their first task: the
+forkserver they are forked from imports them once (spawned workers each import them, about
+2 s of CPU per worker here, and take as long again to exit)."""
+_forkserver_env: dict[str, str] | None = None
+"""The environment the preloaded forkserver started with (``None``: not started by a build)."""
+
+
+def _start_method() -> str:
+    """How the LocalCluster starts its workers: from a forkserver preloaded with
+    :data:`WORKER_MODULES`, or as Dask is configured.
+
+    The forkserver is used where the platform has one, Dask is left at its default (``spawn``)
+    and the environment is the one the server started with: forked workers inherit the server's
+    environment, not the caller's, so a build after the environment changed (credentials,
+    endpoints) spawns its workers as usual.
+    """
+    global _forkserver_env
+    import multiprocessing
+
+    import dask
+    from distributed.utils import get_mp_context
+
+    configured = dask.config.get("distributed.worker.multiprocessing-method")
+    if configured != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return configured
+    if _forkserver_env is None:
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            get_mp_context()  # distributed's own preload list, set once per process
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
+        return "forkserver"
+    return "forkserver" if dict(os.environ) == _forkserver_env else "spawn"
+
+
 @contextmanager
 def _executor(options: BuildOptions) -> Iterator[Any]:
     """A Dask client (or ``None`` for synchronous runs) for the build's lifetime."""
+    global _forkserver_env
     if options.scheduler == "synchronous":
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     if options.scheduler:
         with Client(options.scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=options.n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    method = _start_method()
+    settings = {
+        "distributed.worker.multiprocessing-method": method,
+        # The workers' statistical profiler samples the task thread every 10 ms, for the
+        # dashboard's profile page only: a few % of a build's CPU.
+        "distributed.worker.profile.enabled": False,
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, so that glibc hands freed
+        # memory back at once; a task allocates and frees ~100 KB arrays and buffers for every
+        # COG, and the trimming and faulting back of those pages doubled the workers' system
+        # time (8 against 3 ms per pair here). A task's memory is bounded by its batch.
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    }
+    with dask.config.set(settings), LocalCluster(n_workers=options.n_workers, threads_per_worker=1, processes=True,
+                                                 dashboard_address=":0") as cluster, Client(cluster) as client:
+        if method == "forkserver" and _forkserver_env is None:
+            # The server started with the first worker, in the environment Dask's nanny had
+            # just extended (its pre-spawn variables).
+            _forkserver_env = dict(os.environ)
         yield client
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -47,6 +47,17 @@ BAND_HEADER_ALLOWANCE = 256 * 2**10
 the padding of a small patch (20 px) in a 256 px tile."""
 
 
+Where = str | Callable[[], str]
+"""Where a file is, for messages: the text, or a function giving it (``reader.describe`` of the
+name), called only when there is something to report: a build reads 15 files per pair and
+reports on almost none of them."""
+
+
+def where_text(where: Where) -> str:
+    """The text of a :data:`Where`."""
+    return where if isinstance(where, str) else where()
+
+
 def band_byte_limit(band: str) -> int:
     """The most bytes a raw file of ``band`` can legitimately be (from its size and dtype).
 
@@ -58,7 +69,7 @@ def band_byte_limit(band: str) -> int:
     return BAND_PIXEL_FACTOR * pixel_bytes + BAND_HEADER_ALLOWANCE
 
 
-def decode_band(data: bytes, band: str, pair: str, where: str, epsg: int, origin: tuple[float, float],
+def decode_band(data: bytes, band: str, pair: str, where: Where, epsg: int, origin: tuple[float, float],
                 reference: str = "the metadata") -> np.ndarray:
     """Decode one raw single-band GeoTIFF and check it against what the band must be.
 
@@ -74,10 +85,10 @@ def decode_band(data: bytes, band: str, pair: str, where: str, epsg: int, origin
     try:
         return decode_raster(data, check_raster)[1]
     except UnreadableRaster as exc:
-        raise SourceError(pair, where, f"not a readable GeoTIFF ({exc})") from None
+        raise SourceError(pair, where_text(where), f"not a readable GeoTIFF ({exc})") from None
 
 
-def raster_check(dtype: str, size: int, resolution: int, pair: str, where: str, epsg: int | None,
+def raster_check(dtype: str, size: int, resolution: int, pair: str, where: Where, epsg: int | None,
                  origin: tuple[float, float] | None, reference: str, what: str) -> Check:
     """A header check for :func:`~catalog_builder.sources.rawtiff.decode_raster`: one band of
     ``dtype``, ``size`` x ``size`` pixels of ``resolution`` m, and (unless ``None``) the CRS and
@@ -85,18 +96,18 @@ def raster_check(dtype: str, size: int, resolution: int, pair: str, where: str, 
 
     def check(h: RasterHeader) -> None:
         if h.count != 1:
-            raise SourceError(pair, where, f"expected 1 band, found {h.count}")
+            raise SourceError(pair, where_text(where), f"expected 1 band, found {h.count}")
         if h.dtype != dtype:
-            raise SourceError(pair, where, f"expected dtype {dtype}, found {h.dtype}")
+            raise SourceError(pair, where_text(where), f"expected dtype {dtype}, found {h.dtype}")
         if (h.height, h.width) != (size, size):
-            raise SourceError(pair, where, f"wrong shape {h.height}x{h.width}; {what} must be {size}x{size}")
+            raise SourceError(pair, where_text(where), f"wrong shape {h.height}x{h.width}; {what} must be {size}x{size}")
         if epsg is not None and h.epsg != epsg:
-            raise SourceError(pair, where, f"CRS {h.crs} does not match EPSG:{epsg} of {reference}")
+            raise SourceError(pair, where_text(where), f"CRS {h.crs} does not match EPSG:{epsg} of {reference}")
         a, _, c, _, e, f = h.transform
         if origin is not None and (abs(c - origin[0]) > 1e-6 or abs(f - origin[1]) > 1e-6):
-            raise SourceError(pair, where, f"origin ({c}, {f}) does not match {reference} ({origin[0]}, {origin[1]})")
+            raise SourceError(pair, where_text(where), f"origin ({c}, {f}) does not match {reference} ({origin[0]}, {origin[1]})")
         if abs(a - resolution) > 1e-6 or abs(e + resolution) > 1e-6:
-            raise SourceError(pair, where, f"pixel size ({a}, {e}) is not {resolution} m")
+            raise SourceError(pair, where_text(where), f"pixel size ({a}, {e}) is not {resolution} m")
 
     return check
 
@@ -155,4 +166,5 @@ def _exists(location: str, settings: StorageSettings | None) -> bool:
         return False
 
 
-__all__ = ["METADATA_TABLES", "PairRecord", "ReleaseSource", "band_byte_limit", "decode_band", "open_source", "raster_check"]
+__all__ = ["METADATA_TABLES", "PairRecord", "ReleaseSource", "Where", "band_byte_limit", "decode_band", "open_source",
+           "raster_check", "where_text"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -68,15 +68,14 @@ def read_capped(reader: RawReader, name: str, pair: str, what: str, max_bytes: i
     Errors of the store itself (a network failure after retries) are not the pair's fault and
     pass through unchanged.
     """
-    where = reader.describe(name)
     try:
         return reader.read(name, max_bytes)
     except FileNotFoundError:
-        raise SourceError(pair, where, f"{what} is missing") from None
+        raise SourceError(pair, reader.describe(name), f"{what} is missing") from None
     except RawInputError as exc:
-        raise SourceError(pair, where, f"{what} {exc}") from None
+        raise SourceError(pair, reader.describe(name), f"{what} {exc}") from None
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        raise SourceError(pair, where, f"{what} cannot be read ({exc.strerror})") from None
+        raise SourceError(pair, reader.describe(name), f"{what} cannot be read ({exc.strerror})") from None
 
 
 def parse_time(value: Any) -> datetime:
@@ -269,5 +268,5 @@ class V1Source:
             origin = (patch.bounds[0], patch.bounds[1])
             for band, name in patch.band_files.items():
                 data = read_capped(reader, name, patch.id, f"band {band}", band_byte_limit(band))
-                out[band] = decode_band(data, band, patch.id, reader.describe(name), patch.epsg, origin)
+                out[band] = decode_band(data, band, patch.id, partial(reader.describe, name), patch.epsg, origin)
         return out

@@ -36,6 +36,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -500,7 +501,7 @@ class V2Source:
             data = held.get(name)
             if data is None:
                 data = read_capped(self.s2, name, pair.s2.id, f"band {band}", band_byte_limit(band))
-            out[band] = decode_band(data, band, pair.s2.id, self.s2.describe(name), pair.s2.epsg, origin, reference)
+            out[band] = decode_band(data, band, pair.s2.id, partial(self.s2.describe, name), pair.s2.epsg, origin, reference)
         s1_folder = pair.s1.band_files[S1_BAND_NAMES[0]].rsplit("/", 1)[0]
         for band, name in pair.s1.band_files.items():
             try:
@@ -508,7 +509,7 @@ class V2Source:
             except SourceError:
                 self._folder_exists(self.s1, s1_folder, pair.s2.id, f"its S1 partner {pair.s1.id} is missing from the S1 root")
                 raise
-            out[band] = decode_band(data, band, pair.s2.id, self.s1.describe(name), pair.s2.epsg, origin, reference)
+            out[band] = decode_band(data, band, pair.s2.id, partial(self.s1.describe, name), pair.s2.epsg, origin, reference)
         if pair.reference_map is not None:
             ref_map = held.get(pair.reference_map)
             if ref_map is None:
