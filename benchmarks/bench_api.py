@@ -44,6 +44,7 @@ from bigearth_devtools.synthetic_index import write_synthetic_catalog
 from benchmarks.bench_search import FULL, TILE, queries
 from bigearth_stac.api import ApiCatalog, as_search_query, index_columns, search_body
 from bigearth_stac.catalog import Catalog
+from bigearth_stac.contract import INDEX_LAYOUT_VERSION
 from bigearth_stac.serve import connect
 from catalog_builder.pgstac_load import create_reader_role, load_pgstac, set_label_index
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = min(args.rows, FULL)
-    root = Path(args.cache) / f"search-{rows}"
+    root = Path(args.cache) / f"search-{rows}-layout{INDEX_LAYOUT_VERSION}"  # bench_search's catalog
     if not (root / "catalog.json").exists():
         log.info("building a %d-row catalog at %s", rows, root)
         write_synthetic_catalog(root, None if rows == FULL else rows)
