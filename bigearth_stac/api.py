@@ -48,7 +48,7 @@ from bigearth_stac._predicates import (
     parse_instant,
     parse_interval,
 )
-from bigearth_stac.catalog import DEFAULT_RELEASE, CatalogError, normalize_release
+from bigearth_stac.catalog import DEFAULT_RELEASE, CatalogError, normalize_release, pick_release
 from bigearth_stac.contract import (
     COLLECTION_IDS,
     PROPERTY_TYPES,
@@ -378,8 +378,8 @@ class ApiCatalog:
         self.releases: tuple[str, ...] = tuple(r for r in RELEASES if any(k[0] == r for k in self.all_collections))
         self.settings = settings
         self.page_size = page_size
-        self.release: str = self.resolve_release(release) if release is not None else (
-            DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else (self.releases[-1] if self.releases else RELEASE_V1))
+        default = DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else (self.releases[-1] if self.releases else RELEASE_V1)
+        self.release: str = pick_release(release, default, self.releases, f"the STAC API at {url} serves", "it serves")
 
     @property
     def collections(self) -> dict[str, str]:
@@ -398,16 +398,7 @@ class ApiCatalog:
     def resolve_release(self, release: str | None) -> str:
         """The release a search asking for ``release`` reads; one the API does not serve is a
         :class:`CatalogError` naming those it serves."""
-        if release is None:
-            return self.release
-        try:
-            wanted = normalize_release(release)
-        except ValueError as exc:
-            raise CatalogError(str(exc)) from None
-        if wanted not in self.releases:
-            raise CatalogError(f"the STAC API at {self.url} serves no BigEarthNet {wanted} collections; it serves "
-                               f"{', '.join(self.releases) or 'none'}")
-        return wanted
+        return pick_release(release, self.release, self.releases, f"the STAC API at {self.url} serves", "it serves")
 
     def __repr__(self) -> str:
         return (f"ApiCatalog({self.url!r}, collections={sorted(self.all_collections.values())}, "

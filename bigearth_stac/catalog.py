@@ -75,6 +75,21 @@ _RELEASE_ALIASES = {alias: release for release in RELEASES
                     for alias in (release, release.lstrip("v"), release.split(".")[0], release.split(".")[0].lstrip("v"))}
 
 
+def pick_release(release: str | None, default: str, available: tuple[str, ...], subject: str, again: str) -> str:
+    """The release a search asking for ``release`` reads (``None``: ``default``); one not
+    ``available`` is a :class:`CatalogError` ("<subject> no BigEarthNet v2.0 collections;
+    <again> v1.0")."""
+    if release is None:
+        return default
+    try:
+        wanted = normalize_release(release)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    if wanted not in available:
+        raise CatalogError(f"{subject} no BigEarthNet {wanted} collections; {again} {', '.join(available) or 'none'}")
+    return wanted
+
+
 def normalize_release(value: object) -> str:
     """``"v2.0"`` for ``"v2.0"``, ``"v2"``, ``"2.0"``, ``"2"`` or ``2`` (likewise v1); else :class:`ValueError`
     naming the value and the releases."""
@@ -315,25 +330,14 @@ class Catalog:
         return {m: i for (r, m), i in self.all_indexes.items() if r == self.release}
 
     def _default_release(self, release: str | None) -> str:
-        if release is not None:
-            return self.resolve_release(release)
-        if not self.releases:
-            return RELEASE_V1
-        return DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else self.releases[-1]
+        default = RELEASE_V1 if not self.releases else (
+            DEFAULT_RELEASE if DEFAULT_RELEASE in self.releases else self.releases[-1])
+        return pick_release(release, default, self.releases, f"{self.url} holds", "it holds")
 
     def resolve_release(self, release: str | None) -> str:
         """The release a search asking for ``release`` reads (``None``: :attr:`release`); a release
         the catalog does not hold is a :class:`CatalogError` naming those it holds."""
-        if release is None:
-            return self.release
-        try:
-            wanted = normalize_release(release)
-        except ValueError as exc:
-            raise CatalogError(str(exc)) from None
-        if wanted not in self.releases:
-            raise CatalogError(f"{self.url} holds no BigEarthNet {wanted} collections; it holds "
-                               f"{', '.join(self.releases) or 'none'}")
-        return wanted
+        return pick_release(release, self.release, self.releases, f"{self.url} holds", "it holds")
 
     def __repr__(self) -> str:
         return (f"Catalog({self.url!r}, releases={list(self.releases)}, release={self.release!r}, "
