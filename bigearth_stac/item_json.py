@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from bigearth_stac._predicates import quote
 from bigearth_stac.contract import LABEL_MASK_COLUMNS
 from bigearth_stac.hrefs import INFORMATIONAL_RELS, Scope, resolve_many
 
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 INDEX_ONLY_COLUMNS = tuple(LABEL_MASK_COLUMNS.values())
 
 
-def _replace_field(struct: pa.StructArray, name: str, values: pa.Array) -> pa.StructArray:
+def replace_field(struct: pa.StructArray, name: str, values: pa.Array) -> pa.StructArray:
+    """``struct`` with its child ``name`` replaced by ``values`` (nulls of the struct kept)."""
     fields = [struct.type.field(i) for i in range(struct.type.num_fields)]
     children = [values if f.name == name else struct.field(i) for i, f in enumerate(fields)]
     return pa.StructArray.from_arrays(children, fields=[f.with_type(c.type) for f, c in zip(fields, children, strict=True)],
@@ -63,7 +65,7 @@ def _resolve_links(links: pa.Array, base: str, scope: Scope) -> pa.Array:
         resolved = pa.array([scope.resolve_link(base, row) for row in rows], pa.string())
     else:
         resolved = resolve_many(scope, base, hrefs)
-    new_flat = _replace_field(flat, "href", resolved)
+    new_flat = replace_field(flat, "href", resolved)
     return pa.ListArray.from_arrays(links.offsets, new_flat, mask=links.is_null() if links.null_count else None)
 
 
@@ -89,7 +91,7 @@ def resolve_batch(batch: pa.RecordBatch, base: str, scope: Scope) -> pa.RecordBa
                     else hrefs
             else:
                 resolved = resolve_many(scope, base, hrefs)
-            assets = _replace_field(assets, assets.type.field(i).name, _replace_field(asset, "href", resolved))
+            assets = replace_field(assets, assets.type.field(i).name, replace_field(asset, "href", resolved))
         batch = batch.set_column(names.index("assets"), "assets", assets)
     if "links" in names:
         batch = batch.set_column(names.index("links"), "links", _resolve_links(batch.column("links"), base, scope))
@@ -115,11 +117,7 @@ def item_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def columns_sql(schema: pa.Schema) -> str:
     """The SELECT list that writes ``schema``'s columns as item fields (``geometry`` embedded as JSON)."""
-    return ", ".join('json("geometry") AS geometry' if n == "geometry" else _quote(n) for n in schema.names)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return ", ".join('json("geometry") AS geometry' if n == "geometry" else quote(n) for n in schema.names)
 
 
 def has_null_assets(shaped: pa.RecordBatch) -> bool:
@@ -164,4 +162,4 @@ def iter_item_dicts(batches: Iterator[pa.RecordBatch], base: str, scope: Scope) 
 
 
 __all__ = ["INDEX_ONLY_COLUMNS", "columns_sql", "has_null_assets", "item_batch", "item_json", "iter_item_dicts",
-           "resolve_batch"]
+           "replace_field", "resolve_batch"]

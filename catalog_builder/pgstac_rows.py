@@ -36,7 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from bigearth_stac._predicates import quote
 from bigearth_stac.contract import item_path, prop
+from bigearth_stac.item_json import replace_field
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ _SAFE_PATH = r"^/[A-Za-z0-9_.\-/]*$"
 
 class RowWise(Exception):
     """A batch whose dehydration is not the same for every row (decided row by row instead)."""
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def as_urls(values: pa.Array) -> pa.Array:
@@ -73,18 +71,11 @@ def as_urls(values: pa.Array) -> pa.Array:
     return out
 
 
-def _with_child(struct: pa.StructArray, name: str, values: pa.Array) -> pa.StructArray:
-    fields = [struct.type.field(i) for i in range(struct.type.num_fields)]
-    children = [values if f.name == name else struct.field(i) for i, f in enumerate(fields)]
-    return pa.StructArray.from_arrays(children, fields=[f.with_type(c.type) for f, c in zip(fields, children, strict=True)],
-                                      mask=struct.is_null() if struct.null_count else None)
-
-
 def _urls_of_assets(assets: pa.StructArray) -> pa.StructArray:
     for i in range(assets.type.num_fields):
         asset = assets.field(i)
         if asset.type.get_field_index("href") >= 0:
-            assets = _with_child(assets, assets.type.field(i).name, _with_child(asset, "href", as_urls(asset.field("href"))))
+            assets = replace_field(assets, assets.type.field(i).name, replace_field(asset, "href", as_urls(asset.field("href"))))
     return assets
 
 
@@ -94,7 +85,7 @@ def _links_json_sql(link_type: pa.StructType) -> str:
     for i in range(link_type.num_fields):
         name = link_type.field(i).name
         key = orjson.dumps(name).decode().replace("'", "''")
-        parts.append(f"CASE WHEN l.{_q(name)} IS NOT NULL THEN '{key}:' || to_json(l.{_q(name)}) END")
+        parts.append(f"CASE WHEN l.{quote(name)} IS NOT NULL THEN '{key}:' || to_json(l.{quote(name)}) END")
     return "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'"
 
 
@@ -114,14 +105,12 @@ class _Planner:
 
     def _value(self, path: list[str]) -> tuple[bool, Any]:
         """Whether the column at ``path`` has one value in every row, and that value."""
-        expr = _q(path[0]) + "".join(f"[{_quote_str(p)}]" for p in path[1:])
+        expr = _path_sql(path)
         distinct, nonnull, total = self.con.execute(
             f"SELECT count(DISTINCT {expr}), count({expr}), count(*) FROM _rows").fetchall()[0]
         if not (distinct == 1 and nonnull == total) and nonnull != 0:
             return False, None
-        col: Any = self.table.column(path[0])
-        for p in path[1:]:
-            col = pc.struct_field(col, p)
+        col = self._column(path)
         return True, col[0].as_py()
 
     def struct(self, base: dict[str, Any], path: list[str], typ: pa.StructType,
@@ -134,25 +123,32 @@ class _Planner:
             if name in drop:
                 continue
             sub = [*path, name]
-            expr = _q(sub[0]) + "".join(f"[{_quote_str(p)}]" for p in sub[1:])
+            expr = _path_sql(sub)
             if name not in base:
-                members.append(f"{_q(name)} := {expr}")
+                members.append(f"{quote(name)} := {expr}")
                 continue
             constant, value = self._value(sub)
             if constant:
                 stripped = dehydrate({name: base[name]}, {name: value})
                 if name in stripped:
-                    members.append(f"{_q(name)} := {self._literal(stripped[name])}")
+                    members.append(f"{quote(name)} := {self._literal(stripped[name])}")
                 continue
             child = typ.field(i).type
             if isinstance(base[name], dict) and pa.types.is_struct(child) and not self._has_nulls(sub):
-                members.append(f"{_q(name)} := {self.struct(base[name], sub, child)}")
+                members.append(f"{quote(name)} := {self.struct(base[name], sub, child)}")
                 continue
             members.extend(self._per_row(base[name], sub))
         for key in base:
             if key not in names and key not in drop:
-                members.append(f"{_q(key)} := {self._literal(DO_NOT_MERGE_MARKER)}")
+                members.append(f"{quote(key)} := {self._literal(DO_NOT_MERGE_MARKER)}")
         return "struct_pack(" + ", ".join(members) + ")" if members else "struct_pack()"
+
+    def _column(self, path: list[str]) -> Any:
+        """The values at ``path`` (a column, then struct fields) as an Arrow array."""
+        col: Any = self.table.column(path[0])
+        for p in path[1:]:
+            col = pc.struct_field(col, p)
+        return col
 
     def _per_row(self, base_value: Any, path: list[str]) -> list[str]:
         """A field whose value differs between rows, dehydrated row by row (one field, not the item).
@@ -163,9 +159,7 @@ class _Planner:
         from pypgstac.hydration import dehydrate
 
         name = path[-1]
-        col: Any = self.table.column(path[0])
-        for p in path[1:]:
-            col = pc.struct_field(col, p)
+        col = self._column(path)
         kept = [dehydrate({name: base_value}, {name: v}) for v in col.to_pylist()]
         present = sum(name in k for k in kept)
         if present == 0:
@@ -174,11 +168,16 @@ class _Planner:
             raise RowWise(f"{'.'.join(path)} equals the base item's in some rows only")
         column = f"_field{len(self.extra)}"
         self.extra[column] = pa.array([orjson.dumps(k[name]).decode() for k in kept], pa.string())
-        return [f"{_q(name)} := json({_q(column)})"]
+        return [f"{quote(name)} := json({quote(column)})"]
 
     def _has_nulls(self, path: list[str]) -> bool:
-        expr = _q(path[0]) + "".join(f"[{_quote_str(p)}]" for p in path[1:])
+        expr = _path_sql(path)
         return bool(self.con.execute(f"SELECT count(*) - count({expr}) FROM _rows").fetchall()[0][0])
+
+
+def _path_sql(path: list[str]) -> str:
+    """SQL of the value at ``path``: a column, then struct fields."""
+    return quote(path[0]) + "".join(f"[{_quote_str(p)}]" for p in path[1:])
 
 
 def _quote_str(value: str) -> str:
@@ -214,7 +213,7 @@ def pgstac_rows(shaped: pa.RecordBatch, wkb: pa.Array, root: str, base_item: dic
     if "links" in names:
         links = table.column("links").combine_chunks()
         flat = links.values
-        flat = _with_child(flat, "href", as_urls(flat.field("href")))
+        flat = replace_field(flat, "href", as_urls(flat.field("href")))
         table = table.set_column(table.schema.get_field_index("links"), "links",
                                  pa.ListArray.from_arrays(links.offsets, flat))
     con.register("_rows", table)
