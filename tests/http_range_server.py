@@ -1,16 +1,20 @@
 """A static HTTP server that honours ``Range`` requests (``python -m http.server`` does not).
 
 Run as ``python -m tests.http_range_server DIR``; it binds 127.0.0.1 on a free port and prints
-``PORT <n>`` once it listens. Used by the remote-index tests.
+``PORT <n>`` once it listens. Used by the remote-index tests through :func:`serving`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import subprocess
 import sys
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
@@ -41,6 +45,20 @@ class RangeHandler(SimpleHTTPRequestHandler):
         import io
 
         return io.BytesIO(body)
+
+
+@contextlib.contextmanager
+def serving(folder: str | Path) -> Iterator[str]:
+    """Serve ``folder`` from a child process on loopback; yields its base URL, stops it after."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.http_range_server", str(folder)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("PORT "), line
+        yield f"http://127.0.0.1:{line.split()[1]}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from bigearth_stac._indexcache import CACHE_ENV, IndexCache, RemoteObject, cover
 from bigearth_stac._indexfs import ReadStats, counting_filesystem
 from bigearth_stac.hrefs import HrefError
 from bigearth_stac.io import filesystem_for
+from tests.http_range_server import serving
 
 QUERIES: list[dict[str, Any]] = [
     {"labels": ["Coniferous forest"]},
@@ -52,15 +53,8 @@ def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP with Range support: (folder, base URL)."""
     folder = tmp_path_factory.mktemp("www")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.http_range_server", str(folder)],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("PORT "), line
-        yield folder, f"http://127.0.0.1:{line.split()[1]}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving(folder) as url:
+        yield folder, url
 
 
 def _serve(www: tuple[Path, str], catalog: Path, name: str) -> str:

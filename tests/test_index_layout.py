@@ -5,8 +5,6 @@ chunk order, and a cold remote label query needs one range request whatever the 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from catalog_builder.parquet_layout import (
     encode_footer,
     gather_columns,
 )
+from tests.http_range_server import serving
 
 INDEX = "index/bigearthnet-s2.parquet"
 
@@ -144,15 +143,8 @@ def test_unique_strings_are_stored_plain(catalog: Path) -> None:
 
 @pytest.fixture(scope="module")
 def http_root(catalog: Path) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.http_range_server", str(catalog)],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("PORT "), line
-        yield f"http://127.0.0.1:{line.split()[1]}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving(catalog) as url:
+        yield url
 
 
 def test_cold_remote_label_query_is_one_request(catalog: Path, http_root: str, tmp_path: Path,

@@ -4,8 +4,6 @@ what was read once is not read again (the local index cache)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from bigearth_devtools.synthetic_index import write_synthetic_catalog
 from bigearth_stac import Catalog
 from bigearth_stac._indexfs import counting_filesystem
 from bigearth_stac.io import filesystem_for
+from tests.http_range_server import serving
 
 QUERIES = [
     {"labels": ["Coniferous forest"], "split": "train"},
@@ -35,15 +34,8 @@ def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def http_root(big_catalog: Path) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.http_range_server", str(big_catalog)],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("PORT "), line
-        yield f"http://127.0.0.1:{line.split()[1]}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving(big_catalog) as url:
+        yield url
 
 
 def _tile_bbox(cat: Catalog, tile: str) -> list[float]:
