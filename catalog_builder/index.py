@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
+import shapely.geometry
 import stac_geoparquet.arrow as sga
 
 from bigearth_stac.contract import (
@@ -214,8 +216,29 @@ def items_to_table(items: Iterable[Mapping[str, Any]]) -> pa.Table:
     ordered = [_relative_to_index(i) for i in items]
     if not ordered:
         raise ValueError("cannot index an empty collection")
-    table = sga.parse_stac_items_to_arrow(ordered).read_all()
-    return sort_by_location(with_property_types(table))
+    return sort_by_location(with_property_types(pa.Table.from_batches([_items_to_batch(ordered)])))
+
+
+def _items_to_batch(items: list[dict[str, Any]]) -> pa.RecordBatch:
+    """What ``stac_geoparquet.arrow.parse_stac_items_to_arrow`` makes of ``items``, without its
+    deep copy of every item and its memory logging (which reads ``/proc/self/smaps`` twice per
+    call): the items here are fresh copies already, and only their geometries (GeoJSON -> ISO
+    WKB, as stac-geoparquet writes them) are replaced, in the copies' own top level."""
+    from stac_geoparquet.arrow._batch import StacJsonBatch  # the classes behind the public function
+
+    wkb = shapely.to_wkb(np.array([shapely.geometry.shape(i["geometry"]) for i in items], dtype=object), flavor="iso")
+    rows = []
+    for item, geometry in zip(items, wkb):
+        row = {**item, "geometry": geometry}
+        props = item.get("properties") or {}
+        if "proj:geometry" in props:
+            row["properties"] = {**props, "proj:geometry": shapely.to_wkb(shapely.geometry.shape(props["proj:geometry"]), flavor="iso")}
+        if any("proj:geometry" in a for a in item.get("assets", {}).values()):
+            row["assets"] = {k: ({**a, "proj:geometry": shapely.to_wkb(shapely.geometry.shape(a["proj:geometry"]), flavor="iso")}
+                                 if "proj:geometry" in a else a) for k, a in item["assets"].items()}
+        rows.append(row)
+    raw = StacJsonBatch(pa.RecordBatch.from_struct_array(pa.array(rows)))
+    return raw.to_arrow_batch(drop_invalid_properties=True).inner
 
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import stat
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -95,13 +96,22 @@ def too_large(size: int, max_bytes: int) -> TooLargeError:
 
 
 class LocalReader:
-    """A :class:`RawReader` over a local folder; never reads outside it (symlinks included)."""
+    """A :class:`RawReader` over a local folder; never reads outside it (symlinks included).
+
+    The real path of a folder is resolved and checked once and remembered (the last
+    :data:`FOLDER_CACHE` folders): a pair's dozen band files share one. The file itself is
+    looked at with ``lstat`` and opened without following a symlink; a file that is a symlink is
+    resolved and checked like a folder.
+    """
+
+    FOLDER_CACHE = 256
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         path = Path(root).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"raw data folder not found: {path}")
         self.root = str(path.resolve())
+        self._folders: OrderedDict[str, str] = OrderedDict()
 
     def _path(self, name: str) -> Path:
         return Path(self.root, name) if name else Path(self.root)
@@ -114,15 +124,35 @@ class LocalReader:
                                    "a symlink out of the raw data is not read")
         return real
 
+    def _folder(self, folder: str) -> str:
+        """:meth:`_confined` of a folder, remembered."""
+        real = self._folders.get(folder)
+        if real is not None:
+            self._folders.move_to_end(folder)
+            return real
+        real = self._confined(folder) if folder else self.root
+        self._folders[folder] = real
+        if len(self._folders) > self.FOLDER_CACHE:
+            self._folders.popitem(last=False)
+        return real
+
     def listdir(self, name: str = "") -> list[str]:
         return sorted(os.listdir(self._confined(name)))
 
     def read(self, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-        real = self._confined(name)
+        folder, _, leaf = check_name(name, self.root).rpartition("/")
+        path = os.path.join(self._folder(folder), leaf)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):  # followed only where it stays under the root
+            path = self._confined(name)
+            st = os.stat(path)
+        else:
+            flags |= getattr(os, "O_NOFOLLOW", 0)  # a symlink swapped in since the lstat: ELOOP
         # stat before open: a FIFO or a device is never opened (opening a FIFO blocks).
-        if not stat.S_ISREG(os.stat(real).st_mode):
+        if not stat.S_ISREG(st.st_mode):
             raise RawInputError("is not a regular file; not read")
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):  # replaced between the stat and the open

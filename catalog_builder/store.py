@@ -8,9 +8,12 @@ never leaves a half-written file under its final name.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-import tempfile
+import posixpath
+import stat
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +62,21 @@ if TYPE_CHECKING:
 
 
 class LocalStore:
-    """An :class:`OutputStore` over a local folder."""
+    """An :class:`OutputStore` over a local folder.
+
+    A write creates ``.<name>.<pid>-<n>.part`` beside its target (never following a symlink) and
+    renames it into place. The folders it made or checked are remembered (the last
+    :data:`FOLDER_CACHE` of them): a build writes four to six objects into each item's folder, and
+    resolving and creating the folder for every one of them cost more than the write itself.
+    """
+
+    FOLDER_CACHE = 1024
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
+        self._folders: OrderedDict[str, str] = OrderedDict()
+        self._seq = itertools.count()
 
     def _path(self, path: str) -> Path:
         full = (self.root / path).resolve()
@@ -71,14 +84,57 @@ class LocalStore:
             raise ValueError(f"refusing to write outside the catalog root: {path!r}")
         return full
 
-    def write(self, path: str, data: bytes, media_type: str) -> None:
-        target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    def _folder(self, folder: str) -> str:
+        """The real path of ``folder`` (relative to the root, normalised), created if missing.
+
+        A folder is made inside its parent's real path (remembered too), so no path is resolved
+        unless something already stands where a folder goes: that is resolved and must lie
+        inside the root (a symlink out of the catalog is refused).
+        """
+        if not folder:
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True)
+            return self.url
+        real = self._folders.get(folder)
+        if real is not None:
+            self._folders.move_to_end(folder)
+            return real
+        parent, _, leaf = folder.rpartition("/")
+        if leaf in ("", ".", ".."):
+            raise ValueError(f"refusing to write outside the catalog root: {folder!r}")
+        real = os.path.join(self._folder(parent), leaf)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
+            os.mkdir(real)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(real).st_mode):  # a symlink (or a file) where the folder goes
+                real = str(self._path(folder))
+        self._folders[folder] = real
+        if len(self._folders) > self.FOLDER_CACHE:
+            self._folders.popitem(last=False)
+        return real
+
+    def write(self, path: str, data: bytes, media_type: str) -> None:
+        folder, _, name = posixpath.normpath(path.lstrip("/")).rpartition("/")
+        if name in ("", ".", "..") or "\x00" in path:
+            raise ValueError(f"refusing to write {path!r}: not the name of a file under the catalog root")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        real = self._folder(folder)
+        tmp = os.path.join(real, f".{name}.{os.getpid()}-{next(self._seq)}.part")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file the user creates
+        except FileNotFoundError:  # a folder was removed since it was remembered: forget them all
+            self._folders.clear()
+            real = self._folder(folder)
+            tmp = os.path.join(real, os.path.basename(tmp))
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            try:
+                with memoryview(data) as rest:
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(real, name))  # a symlink at the target is replaced, not followed
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -190,3 +190,118 @@ def test_bad_band_is_named(synthetic_raw: tuple[Path, Path], tmp_path: Path) -> 
         source.read_pixels(pair)
     assert info.value.record.file == str(band)
     assert "not a readable GeoTIFF" in info.value.record.problem
+
+
+# -- index rows without stac-geoparquet's deep copy ----------------------------------------------
+
+def _catalog_items(root: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))
+            if p.parent.name.startswith(("S2", "S1")) and p.stem == p.parent.name]
+
+
+@pytest.mark.parametrize("fixture", ["synthetic_catalog", "v2_catalog"])
+def test_index_rows_are_stac_geoparquets(fixture: str, request: pytest.FixtureRequest) -> None:
+    """``items_to_table``'s own conversion gives the table of the public stac-geoparquet function."""
+    import stac_geoparquet.arrow as sga
+
+    from catalog_builder.index import _items_to_batch, _relative_to_index
+
+    items = _catalog_items(request.getfixturevalue(fixture))
+    assert len(items) >= 20
+    ours = pa_table(_items_to_batch([_relative_to_index(i) for i in items]))
+    theirs = sga.parse_stac_items_to_arrow([_relative_to_index(i) for i in items]).read_all()
+    assert ours.schema == theirs.schema
+    assert ours.equals(theirs)
+
+
+def test_index_rows_convert_every_projection_geometry() -> None:
+    import stac_geoparquet.arrow as sga
+
+    from catalog_builder.index import _items_to_batch
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    items = [{"type": "Feature", "stac_version": "1.1.0", "id": f"x{i}", "geometry": square, "bbox": [0, 0, 1, 1],
+              "properties": {"datetime": "2017-06-01T00:00:00Z", "proj:geometry": square},
+              "assets": {"a": {"href": "a.tif", "proj:geometry": square}, "b": {"href": "b.tif"}}, "links": []}
+             for i in range(3)]
+    before = repr(items)
+    ours = pa_table(_items_to_batch(items))
+    assert ours.equals(sga.parse_stac_items_to_arrow(items).read_all())
+    assert repr(items) == before, "the caller's items were changed"
+
+
+def pa_table(batch):  # noqa: ANN001, ANN201
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
+
+
+# -- LocalStore and LocalReader: folders remembered, symlinks not followed out -------------------
+
+def test_local_store_writes_through_remembered_folders(tmp_path: Path) -> None:
+    from catalog_builder.store import LocalStore
+
+    store = LocalStore(tmp_path / "cat")
+    store.write("a/b/one.json", b"1", "application/json")
+    store.write("a/b/two.json", b"2", "application/json")
+    assert (tmp_path / "cat/a/b/one.json").read_bytes() == b"1"
+    assert not list((tmp_path / "cat").rglob("*.part"))
+    mode = (tmp_path / "cat/a/b/two.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+    # A remembered folder removed behind the store's back is made again.
+    import shutil
+
+    shutil.rmtree(tmp_path / "cat/a")
+    store.write("a/b/three.json", b"3", "application/json")
+    assert (tmp_path / "cat/a/b/three.json").read_bytes() == b"3"
+
+
+def test_local_store_never_writes_outside(tmp_path: Path) -> None:
+    from catalog_builder.store import LocalStore
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat/link").symlink_to(outside)
+    store = LocalStore(tmp_path / "cat")
+    for bad in ("../x.json", "a/../../x.json", "link/x.json", "", "a/..", "nul\x00.json"):
+        with pytest.raises(ValueError, match="refusing to write"):
+            store.write(bad, b"x", "application/json")
+    # A symlink where the object goes is replaced by the object, its target left alone.
+    victim = outside / "victim.json"
+    victim.write_bytes(b"keep")
+    (tmp_path / "cat/obj.json").symlink_to(victim)
+    store.write("obj.json", b"new", "application/json")
+    assert victim.read_bytes() == b"keep"
+    assert not (tmp_path / "cat/obj.json").is_symlink()
+    assert (tmp_path / "cat/obj.json").read_bytes() == b"new"
+    assert list(outside.iterdir()) == [victim]
+
+
+def test_local_reader_follows_only_symlinks_that_stay_inside(tmp_path: Path) -> None:
+    from catalog_builder.rawio import LocalReader, OutsideRootError, RawInputError
+
+    root, outside = tmp_path / "raw", tmp_path / "outside"
+    (root / "p").mkdir(parents=True)
+    outside.mkdir()
+    (root / "p/band.tif").write_bytes(b"inside")
+    (outside / "secret.tif").write_bytes(b"secret")
+    (root / "p/alias.tif").symlink_to(root / "p/band.tif")
+    (root / "p/escape.tif").symlink_to(outside / "secret.tif")
+    (root / "q").symlink_to(outside)
+    os.mkfifo(root / "p/fifo.tif")
+    reader = LocalReader(root)
+    assert reader.read("p/band.tif") == b"inside"
+    assert reader.read("p/alias.tif") == b"inside"  # the same folder, remembered, and a link inside
+    with pytest.raises(OutsideRootError):
+        reader.read("p/escape.tif")
+    with pytest.raises(OutsideRootError):
+        reader.read("q/secret.tif")
+    with pytest.raises(RawInputError, match="not a regular file"):
+        reader.read("p/fifo.tif")
+    with pytest.raises(FileNotFoundError):
+        reader.read("p/missing.tif")
