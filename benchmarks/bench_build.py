@@ -103,20 +103,22 @@ def open_release(raw: dict[str, Any]) -> Any:
 # -- CPU of a process tree -----------------------------------------------------------------------
 
 
-def tree_cpu() -> float:
-    """CPU seconds of this process, its reaped children, and every live descendant (with what
-    they reaped: a forkserver's workers), so a delta over a run counts every process it used."""
+def tree_cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process, its reaped children, and every live descendant
+    (with what they reaped: a forkserver's workers), so a delta over a run counts every process
+    it used."""
     import psutil
 
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+    user, system = a.ru_utime + b.ru_utime, a.ru_stime + b.ru_stime
     for proc in psutil.Process().children(recursive=True):
         try:
             t = proc.cpu_times()
         except psutil.Error:
             continue
-        total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
-    return total
+        user += t.user + getattr(t, "children_user", 0.0)
+        system += t.system + getattr(t, "children_system", 0.0)
+    return user, system
 
 
 # -- one measurement (in a fresh subprocess) -----------------------------------------------------
@@ -155,20 +157,28 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
                 options = builder.BuildOptions(scheduler=client.scheduler.address, batch_size=args["batch_size"])
                 c0, t1 = tree_cpu(), time.perf_counter()
                 report = builder.build(source, LocalStore(out / "catalog"), options, progress=progress)
-                seconds, cpu = time.perf_counter() - t1, tree_cpu() - c0
+                seconds, c1 = time.perf_counter() - t1, tree_cpu()
         else:
             scheduler = "synchronous" if kind == "sync" else None
             options = builder.BuildOptions(scheduler=scheduler, n_workers=workers if kind == "cluster" else None,
                                            batch_size=args["batch_size"])
             c0, t1 = tree_cpu(), time.perf_counter()
             report = builder.build(source, LocalStore(out / "catalog"), options, progress=progress)
-            seconds, cpu = time.perf_counter() - t1, tree_cpu() - c0
+            seconds, c1 = time.perf_counter() - t1, tree_cpu()
         if not report.ok or report.built != args["pairs"]:
             raise SystemExit(f"build failed: {report.describe()[:2000]}")
         size = sum(p.stat().st_size for p in (out / "catalog").rglob("*") if p.is_file())
-    finally:
+    except BaseException:
         shutil.rmtree(out, ignore_errors=True)
+        raise
+    # The output stays until the whole run ends (main removes it): ext4 does not reuse an inode
+    # freed in the last minutes, and its allocator scans past every such inode, so deleting a
+    # build's 3,700 files just before the next build charged that build up to 1.5 ms of kernel
+    # time per file it created (perf: recently_deleted / find_inode_bit).
+    user, system = c1[0] - c0[0], c1[1] - c0[1]
+    cpu = user + system
     return {"pairs": report.built, "seconds": seconds, "pairs_per_s": report.built / seconds, "cpu_s": cpu,
+            "system_percent": 100 * system / cpu, "pairs_per_user_cpu_s": report.built / user,
             "cpu_percent": 100 * cpu / seconds, "pairs_per_cpu_s": report.built / cpu, "setup_s": setup_s,
             "first_batch_s": marks.get("first", t1) - t1, "tail_s": t1 + seconds - marks.get("last", t1 + seconds),
             "bytes_per_pair": size / max(report.built, 1)}
@@ -315,8 +325,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         out["error"] = runs[-1].get("error") if runs else "not run"
         return out
-    for key in ("pairs_per_s", "seconds", "cpu_percent", "pairs_per_cpu_s", "first_batch_s", "tail_s", "setup_s", "bytes_per_pair"):
-        values = [r[key] for r in ok]
+    for key in ("pairs_per_s", "seconds", "cpu_percent", "pairs_per_cpu_s", "system_percent", "pairs_per_user_cpu_s",
+                "first_batch_s", "tail_s", "setup_s", "bytes_per_pair"):
+        values = [r[key] for r in ok if key in r]
+        if not values:
+            continue
         out[key] = statistics.median(values)
         out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
     rate = out["pairs_per_s"]
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         "duration_s": time.perf_counter() - started,
     }
     results["ratios"] = ratios(results["rows"])
+    shutil.rmtree(tmp, ignore_errors=True)
     write(results, ns.out)
 
 
@@ -437,16 +451,19 @@ def markdown(results: dict[str, Any]) -> str:
              f"Median (min-max) over the rounds; **wide** where the spread of pairs/s exceeds {WIDE:.0%} of the median. "
              f"CPU: the build's process and every process it started (workers, forkserver), % of one core. "
              f"{p['workers']} workers, {p['batch_size']} pairs per task.", "",
-             "| row | code | what | pairs/s | seconds | CPU % | pairs per CPU-second | first batch after (s) | after the last batch (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Outputs are kept until the run ends: deleting a build's files just before the next build made ext4 charge "
+             "the next build for them (its inode allocator scans inodes freed in the last minutes).", "",
+             "| row | code | what | pairs/s | seconds | CPU % | of which kernel % | pairs per CPU-second | pairs per user CPU-second | first batch after (s) | after the last batch (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if "pairs_per_s" not in r:
-            lines.append(f"| {r['kind']} {r['release']} | {r['code']} | {r['what']} | failed: {str(r.get('error', ''))[:120]} | | | | | |")
+            lines.append(f"| {r['kind']} {r['release']} | {r['code']} | {r['what']} | failed: {str(r.get('error', ''))[:120]} | | | | | | | |")
             continue
         flag = " **wide**" if r["wide"] else ""
         lines.append(f"| {r['kind']} {r['release']} | {r['code']} | {r['what']} | **{r['pairs_per_s']:.1f}** "
                      f"({r['pairs_per_s_min']:.1f}-{r['pairs_per_s_max']:.1f}){flag} | {_cell(r, 'seconds')} | "
-                     f"{_cell(r, 'cpu_percent', '{:.0f}')} | {_cell(r, 'pairs_per_cpu_s')} | {_cell(r, 'first_batch_s')} | "
+                     f"{_cell(r, 'cpu_percent', '{:.0f}')} | {_cell(r, 'system_percent', '{:.0f}')} | {_cell(r, 'pairs_per_cpu_s')} | "
+                     f"{_cell(r, 'pairs_per_user_cpu_s')} | {_cell(r, 'first_batch_s')} | "
                      f"{_cell(r, 'tail_s')} |")
     lines += ["", "Ratios of the medians:", ""] + [f"- {k}: **{v:.2f}x**" for k, v in results["ratios"].items()]
     lines += ["", "## Against the targets of issue 15", ""]

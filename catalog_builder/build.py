@@ -7,9 +7,12 @@ through the ``progress`` callback.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,24 +218,70 @@ def batch_sources(source: ReleaseSource, batches: list[list[str]]) -> Iterator[t
 
 
 def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], options: BuildOptions) -> Iterator[BatchResult]:
+    """Build results batch by batch, in this process or on Dask workers, in completion order.
+
+    A LocalCluster takes a second or two to start (the workers' forkserver imports GDAL, Arrow
+    and Dask once), mostly on one core: this process builds batches itself until the cluster
+    is up, then hands every remaining batch to it.
+    """
     batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
     # The schema URL is passed only when set: a default build calls build_batch as before.
     extra: dict[str, Any] = {"schema_url": options.schema_url} if options.schema_url else {}
-    with _executor(options) as client:
-        if client is None:
-            for part, batch in batch_sources(source, batches):
-                yield build_batch(part, store, batch, options.layout, options.cog, options.verify_existing, **extra)
-            return
-        from distributed import as_completed
+    args = (options.layout, options.cog, options.verify_existing)
+    work = batch_sources(source, batches)
+    if options.scheduler == "synchronous":
+        for part, batch in work:
+            yield build_batch(part, store, batch, *args, **extra)
+        return
+    from distributed import as_completed
 
-        futures = [
-            client.submit(build_batch, part, store, batch, options.layout, options.cog,
-                          options.verify_existing, pure=False, retries=1, **extra)
-            for part, batch in batch_sources(source, batches)
-        ]
+    cluster = _StartedAside(options)
+    try:
+        rest = []
+        for part, batch in work:
+            if cluster.ready.done():
+                rest.append((part, batch))
+                break
+            yield _build_here(part, store, batch, *args, **extra)
+        client = cluster.ready.result()
+        futures = [client.submit(build_batch, part, store, batch, *args, pure=False, retries=1, **extra)
+                   for part, batch in itertools.chain(rest, work)]
         for fut in as_completed(futures):
             yield fut.result()
             fut.release()
+    finally:
+        cluster.close()
+
+
+_build_here = build_batch
+"""What this process runs while a LocalCluster starts (the workers run ``build_batch``)."""
+
+
+class _StartedAside:
+    """:func:`_executor` entered and left on a thread of its own: ``ready`` is its client (or
+    the error that kept it from starting) while the caller goes on with other work."""
+
+    def __init__(self, options: BuildOptions) -> None:
+        self.ready: Future[Any] = Future()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(options,), name="bigearth-cluster", daemon=True)
+        self._thread.start()
+
+    def _run(self, options: BuildOptions) -> None:
+        try:
+            with _executor(options) as client:
+                self.ready.set_result(client)
+                self._done.wait()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through ``ready``
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            else:
+                log.warning("closing the Dask cluster failed: %s", exc)
+
+    def close(self) -> None:
+        """Wait for the start (if still starting), then close what it started."""
+        self._done.set()
+        self._thread.join()
 
 
 def items_by_tile(index: pa.Table) -> dict[str, list[str]]:

@@ -228,7 +228,7 @@ def _items_to_batch(items: list[dict[str, Any]]) -> pa.RecordBatch:
 
     wkb = shapely.to_wkb(np.array([shapely.geometry.shape(i["geometry"]) for i in items], dtype=object), flavor="iso")
     rows = []
-    for item, geometry in zip(items, wkb):
+    for item, geometry in zip(items, wkb, strict=True):
         row = {**item, "geometry": geometry}
         props = item.get("properties") or {}
         if "proj:geometry" in props:

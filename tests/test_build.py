@@ -194,10 +194,35 @@ def test_build_is_deterministic_and_rerun_skips(real_raw: tuple[Path, Path], rea
     assert _tree(tmp_path) == _tree(real_catalog)
 
 
-def test_dask_local_cluster_build_matches_synchronous(real_raw: tuple[Path, Path], real_catalog: Path, tmp_path: Path) -> None:
+def test_dask_local_cluster_build_matches_synchronous(real_raw: tuple[Path, Path], real_catalog: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches built here while the cluster starts and batches built by its workers make the
+    catalog a synchronous build makes."""
+    import time
+
+    from distributed import default_client
+
+    import catalog_builder.build as build_module
+
+    here: list[int] = []
+
+    def build_here(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = build_module.build_batch(*args, **kwargs)
+        here.append(len(result.outcomes))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # hold on until the cluster is up: the rest goes to it
+            try:
+                default_client()
+                break
+            except ValueError:
+                time.sleep(0.05)
+        return result
+
+    monkeypatch.setattr(build_module, "_build_here", build_here)
     source = open_source(str(real_raw[0]), str(real_raw[1]))
-    report = build(source, LocalStore(tmp_path), BuildOptions(n_workers=2, batch_size=2))
+    report = build(source, LocalStore(tmp_path), BuildOptions(n_workers=2, batch_size=1))
     assert report.ok and report.built == 6
+    assert 1 <= len(here) < 6, here  # the first batch here, at least one on the workers
     assert _tree(tmp_path) == _tree(real_catalog)
 
 
@@ -247,3 +272,17 @@ def test_unusual_geotiffs_fall_back_to_gdal(real_catalog: Path, tmp_path: Path) 
     with rasterio.open(point) as src:
         expected = tuple(src.transform)[:6]
     assert decode_raster_fast(data) is None and decode_raster(data)[0].transform == expected
+
+
+def test_a_cluster_that_cannot_be_reached_fails_the_build(synthetic_raw: tuple[Path, Path], tmp_path: Path) -> None:
+    """Batches built here while connecting stay (a rerun resumes); the error is the connection's."""
+    import dask
+    import distributed  # noqa: F401 - its defaults must be in dask's config before the override,
+    # or leaving the override drops the whole "distributed" section
+
+    source = open_source(str(synthetic_raw[0]), str(synthetic_raw[1]))
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(OSError, match="127.0.0.1:9"):
+        build(source, LocalStore(tmp_path), BuildOptions(scheduler="tcp://127.0.0.1:9", batch_size=4, limit=8))
+    assert not (tmp_path / "catalog.json").exists()
+    again = build(source, LocalStore(tmp_path), BuildOptions(scheduler="synchronous", batch_size=4, limit=8))
+    assert again.ok and again.built + again.skipped == 8
