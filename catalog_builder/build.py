@@ -239,10 +239,15 @@ def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], optio
     try:
         rest = []
         for part, batch in work:
-            if cluster.ready.done():
-                rest.append((part, batch))
+            # A few pairs at a time, so that the workers wait for at most that once it is up.
+            done = 0
+            while done < len(batch) and not cluster.ready.done():
+                step = batch[done:done + LOCAL_STEP]
+                yield _build_here(part, store, step, *args, **extra)
+                done += len(step)
+            if done < len(batch):
+                rest.append((part, batch[done:]))
                 break
-            yield _build_here(part, store, batch, *args, **extra)
         client = cluster.ready.result()
         futures = [client.submit(build_batch, part, store, batch, *args, pure=False, retries=1, **extra)
                    for part, batch in itertools.chain(rest, work)]
@@ -255,6 +260,8 @@ def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], optio
 
 _build_here = build_batch
 """What this process runs while a LocalCluster starts (the workers run ``build_batch``)."""
+LOCAL_STEP = 4
+"""Pairs this process builds at a time while the cluster starts (about 80 ms of work)."""
 
 
 class _StartedAside:
