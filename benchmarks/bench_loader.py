@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import socket
@@ -413,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--litdata-chunk-bytes", default="64MB", help="LitData's chunk_bytes")
     parser.add_argument("--workdir", default="/tmp/bigearth-bench-loader")
     parser.add_argument("--tgvenv", default="/tmp/tgvenv", help="venv with torchgeo 0.8.x")
+    parser.add_argument("--rows", default=None,
+                        help="only the rows whose id matches this regular expression (e.g. 'subset' for the "
+                             "searched-subset rows at a larger --pairs)")
+    parser.add_argument("--name", default="loader", help="results file name (benchmarks/results/NAME.json and .md)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.run_one:
@@ -474,6 +479,9 @@ def main(argv: list[str] | None = None) -> None:
             proxy = start_fault_proxy(server.endpoint_url, FaultPlan(latency=ns.latency))
             endpoints = {"s3rver": server.endpoint_url, "proxy": proxy.endpoint_url}
         configs = configurations(ns, files, endpoints)
+        if ns.rows:
+            configs = [c for c in configs if re.search(ns.rows, c["id"])]
+            notes.append(f"rows matching {ns.rows!r} only")
         raw: dict[str, list[dict[str, Any]]] = {c["id"]: [] for c in configs}
         for rnd in range(ns.rounds):
             for config in configs:  # alternated: A B C ... per round
@@ -496,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
                  for c in configs],
         "environment": environment(), "duration_s": time.perf_counter() - started,
     }
-    write(results)
+    write(results, ns.name)
 
 
 def torchgeo_version(venv: Path) -> str | None:
@@ -538,9 +546,9 @@ def _mb(v: float | None) -> str:
     return "-" if v is None else f"{v / 1e6:,.1f}"
 
 
-def write(results: dict[str, Any]) -> None:
+def write(results: dict[str, Any], name: str = "loader") -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "loader.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = {r["id"]: r for r in results["rows"]}
     lines = ["# Streaming loader benchmark", "",
              f"{results['pairs']} synthetic pairs (real format){' - quick mode: a smoke test, figures mean nothing' if results['quick'] else ''}; "
@@ -585,7 +593,7 @@ def write(results: dict[str, Any]) -> None:
               f"tifffile {env['tifffile']}, imagecodecs {env['imagecodecs']}, {env['cpus']} CPUs ({env['platform']}); "
               f"load average at the end {', '.join(f'{x:.2f}' for x in env['load_average_at_end'])}; "
               f"the run took {results['duration_s'] / 60:.1f} min."]
-    (RESULTS / "loader.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
