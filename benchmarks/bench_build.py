@@ -10,7 +10,10 @@ runs) with:
   cluster and its workers (their imports), the pairs, the indexes and closing the cluster;
 - ``warm``: the same workers started (and their modules imported) before the clock, the build
   given the cluster's address: the throughput a long build sees once started, which is what the
-  full archive on 16 cores depends on.
+  full archive on 16 cores depends on;
+- ``twin``: two independent synchronous builds of half the pairs each, in two processes that start
+  building at the same moment (no Dask): what two processes can get from this machine, the
+  reference for the cluster rows.
 
 Every measurement runs in a fresh subprocess (imports and opening the source, which loads the
 official tables, are not timed; starting the cluster of ``cluster`` is) and the configurations
@@ -58,6 +61,8 @@ ROWS = {
     "sync": "--scheduler synchronous (one process)",
     "cluster": "default LocalCluster, end to end (cluster start and close included)",
     "warm": "the same LocalCluster started before the clock (steady state)",
+    "twin": "two independent synchronous builds of half the pairs each, at the same time (no Dask: what two "
+            "processes get from this machine)",
 }
 
 
@@ -161,11 +166,13 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
         else:
             scheduler = "synchronous" if kind == "sync" else None
             options = builder.BuildOptions(scheduler=scheduler, n_workers=workers if kind == "cluster" else None,
-                                           batch_size=args["batch_size"])
+                                           batch_size=args["batch_size"], limit=args.get("limit"))
+            if args.get("start_at"):  # a twin: both start at the same moment, imports done
+                time.sleep(max(0.0, args["start_at"] - time.time()))
             c0, t1 = tree_cpu(), time.perf_counter()
             report = builder.build(source, LocalStore(out / "catalog"), options, progress=progress)
             seconds, c1 = time.perf_counter() - t1, tree_cpu()
-        if not report.ok or report.built != args["pairs"]:
+        if not report.ok or report.built != args.get("limit", args["pairs"]):
             raise SystemExit(f"build failed: {report.describe()[:2000]}")
         size = sum(p.stat().st_size for p in (out / "catalog").rglob("*") if p.is_file())
     except BaseException:
@@ -180,7 +187,7 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
     return {"pairs": report.built, "seconds": seconds, "pairs_per_s": report.built / seconds, "cpu_s": cpu,
             "system_percent": 100 * system / cpu, "pairs_per_user_cpu_s": report.built / user,
             "cpu_percent": 100 * cpu / seconds, "pairs_per_cpu_s": report.built / cpu, "setup_s": setup_s,
-            "first_batch_s": marks.get("first", t1) - t1, "tail_s": t1 + seconds - marks.get("last", t1 + seconds),
+            "end": time.time(), "first_batch_s": marks.get("first", t1) - t1, "tail_s": t1 + seconds - marks.get("last", t1 + seconds),
             "bytes_per_pair": size / max(report.built, 1)}
 
 
@@ -316,6 +323,32 @@ def subprocess_run(args: dict[str, Any], src: str | None, timeout: float = 1800)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def twin_run(args: dict[str, Any], src: str | None, timeout: float = 1800) -> dict[str, Any]:
+    """Two synchronous builds of half the pairs each (each into its own folder) in two processes
+    that start building at the same moment: the pairs/s two processes get from this machine."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    start_at = time.time() + 12.0  # after both have imported and opened the source
+    half = {**args, "kind": "sync", "limit": args["pairs"] // 2, "start_at": start_at}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", json.dumps(half)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [proc.communicate(timeout=timeout) for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError(f"twin run failed:\n{outs[0][1][-1500:]}\n{outs[1][1][-1500:]}")
+    runs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    pairs = sum(r["pairs"] for r in runs)
+    seconds = max(r["end"] for r in runs) - start_at
+    cpu = sum(r["cpu_s"] for r in runs)
+    system = sum(r["cpu_s"] * r["system_percent"] / 100 for r in runs)
+    return {"pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds, "cpu_s": cpu,
+            "system_percent": 100 * system / cpu, "pairs_per_user_cpu_s": pairs / (cpu - system),
+            "cpu_percent": 100 * cpu / seconds, "pairs_per_cpu_s": pairs / cpu,
+            "setup_s": max(r["setup_s"] for r in runs), "first_batch_s": min(r["first_batch_s"] for r in runs),
+            "tail_s": 0.0, "bytes_per_pair": statistics.mean(r["bytes_per_pair"] for r in runs)}
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -357,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per Dask task (the CLI's default)")
     parser.add_argument("--release", choices=["v1", "v2", "both"], default="v1")
-    parser.add_argument("--rows", default="sync,cluster,warm", help="comma-separated subset of sync,cluster,warm")
+    parser.add_argument("--rows", default="sync,twin,cluster,warm", help="comma-separated subset of sync,twin,cluster,warm")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="48 pairs, one round: a smoke test (figures mean nothing)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile and encode-floor run")
@@ -394,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             args = {"kind": config["kind"], "raw": raw[config["release"]], "workers": ns.workers,
                     "batch_size": ns.batch_size, "pairs": ns.pairs, "tmp": str(tmp)}
             try:
-                result = subprocess_run(args, config["src"])
+                result = twin_run(args, config["src"]) if config["kind"] == "twin" else subprocess_run(args, config["src"])
             except Exception as exc:  # a row that fails is reported, not fatal
                 result = {"error": str(exc)[-800:]}
             runs[config["id"]].append(result)
@@ -479,6 +512,13 @@ def markdown(results: dict[str, Any]) -> str:
         warm = rows.get("warm-v1", {})
         if "pairs_per_s" in warm:
             lines.append(f"- started cluster / synchronous (steady state): **{warm['pairs_per_s'] / sync['pairs_per_s']:.2f}x**")
+        twin = rows.get("twin-v1", {})
+        if "pairs_per_s" in twin:
+            lines.append(f"- two synchronous processes at once / one: **{twin['pairs_per_s'] / sync['pairs_per_s']:.2f}x** "
+                         "(the most two processes get from this machine, without Dask)")
+            if "pairs_per_s" in warm:
+                lines.append(f"- started cluster / two synchronous processes: **{warm['pairs_per_s'] / twin['pairs_per_s']:.2f}x** "
+                             "(what Dask keeps of it)")
     wide = [r["id"] for r in results["rows"] if r.get("wide")]
     if wide:
         lines += ["", f"**Warning: wide spread** in {', '.join(wide)}: the machine was not quiet; rerun before quoting these."]
