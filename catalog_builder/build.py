@@ -221,8 +221,9 @@ def _outcomes(source: ReleaseSource, store: OutputStore, units: list[str], optio
     """Build results batch by batch, in this process or on Dask workers, in completion order.
 
     A LocalCluster takes a second or two to start (the workers' forkserver imports GDAL, Arrow
-    and Dask once), mostly on one core: this process builds batches itself until the cluster
-    is up, then hands every remaining batch to it.
+    and Dask once), mostly on one core: this process builds pairs itself, :data:`LOCAL_STEP` at a
+    time, until the cluster is up, then hands every remaining pair to it (the rest of the batch
+    it was in as one task).
     """
     batches = [units[i:i + options.batch_size] for i in range(0, len(units), options.batch_size)]
     # The schema URL is passed only when set: a default build calls build_batch as before.

@@ -226,16 +226,19 @@ def _items_to_batch(items: list[dict[str, Any]]) -> pa.RecordBatch:
     WKB, as stac-geoparquet writes them) are replaced, in the copies' own top level."""
     from stac_geoparquet.arrow._batch import StacJsonBatch  # the classes behind the public function
 
-    wkb = shapely.to_wkb(np.array([shapely.geometry.shape(i["geometry"]) for i in items], dtype=object), flavor="iso")
+    def wkb(geojson: Mapping[str, Any]) -> bytes:
+        return shapely.to_wkb(shapely.geometry.shape(geojson), flavor="iso")
+
+    geometries = shapely.to_wkb(np.array([shapely.geometry.shape(i["geometry"]) for i in items], dtype=object), flavor="iso")
     rows = []
-    for item, geometry in zip(items, wkb, strict=True):
+    for item, geometry in zip(items, geometries, strict=True):
         row = {**item, "geometry": geometry}
         props = item.get("properties") or {}
         if "proj:geometry" in props:
-            row["properties"] = {**props, "proj:geometry": shapely.to_wkb(shapely.geometry.shape(props["proj:geometry"]), flavor="iso")}
+            row["properties"] = {**props, "proj:geometry": wkb(props["proj:geometry"])}
         if any("proj:geometry" in a for a in item.get("assets", {}).values()):
-            row["assets"] = {k: ({**a, "proj:geometry": shapely.to_wkb(shapely.geometry.shape(a["proj:geometry"]), flavor="iso")}
-                                 if "proj:geometry" in a else a) for k, a in item["assets"].items()}
+            row["assets"] = {k: ({**a, "proj:geometry": wkb(a["proj:geometry"])} if "proj:geometry" in a else a)
+                             for k, a in item["assets"].items()}
         rows.append(row)
     raw = StacJsonBatch(pa.RecordBatch.from_struct_array(pa.array(rows)))
     return raw.to_arrow_batch(drop_invalid_properties=True).inner
