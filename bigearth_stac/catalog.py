@@ -164,13 +164,14 @@ class CollectionIndex:
         self._entry: CacheEntry | None = None
         self._chunks: dict[str, list[list[tuple[int, int]]]] | None = None
         self._metadata: Any = None
+        self._whole: ds.ParquetFileFragment | None = None
         self._lock = threading.Lock()
         self.hot: Any = None
         """In-memory columns of this index for repeated searches (managed by :mod:`bigearth_stac.search`)."""
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_dataset", "_entry", "_chunks", "_metadata", "_lock", "hot"):
+        for name in ("_dataset", "_entry", "_chunks", "_metadata", "_whole", "_lock", "hot"):
             state.pop(name, None)
         return state
 
@@ -207,9 +208,18 @@ class CollectionIndex:
                 # Row-group fragments carry their statistics: the scan prunes them without I/O.
                 fragments = whole.split_by_row_group()
                 self._metadata = whole.metadata
+                self._whole = whole
                 self._dataset = ds.FileSystemDataset(fragments, whole.physical_schema, fmt, fs)
                 log.debug("opened index %s: %d row groups", self.url, len(fragments))
             return self._dataset
+
+    @property
+    def whole(self) -> ds.ParquetFileFragment:
+        """The index file as one fragment (all row groups, footer read): one call of its
+        ``subset`` tests every row group's statistics against a filter."""
+        _ = self.dataset
+        assert self._whole is not None
+        return self._whole
 
     def _open_cached(self, obj: RemoteObject) -> pafs.FileSystem:
         assert self.cache is not None

@@ -165,3 +165,36 @@ def test_cold_remote_label_query_is_one_request(catalog: Path, http_root: str, t
         stats.reset()
         assert cat.search(**q).ids() == local.search(**q).ids(), q
         assert 0 < stats.reads <= most, (q, stats.reads)
+
+
+def test_one_statistics_pass_prunes_like_one_per_row_group(catalog: Path) -> None:
+    """Row groups are pruned by one ``subset`` of the whole file; the same ones survive as when each
+    row group's fragment is tested alone, for every kind of prefilter a query makes."""
+    import pyarrow.compute as pc
+
+    from bigearth_stac.search import _pruned
+
+    cat = Catalog.open(str(catalog))
+    index = cat.index("s2")
+    queries = [
+        {"bbox": [9.0, 46.0, 17.0, 49.0]},
+        {"bbox": [-30.0, 30.0, 40.0, 72.0]},  # every row group
+        {"bbox": [100.0, -10.0, 101.0, -9.0]},  # none
+        {"labels": ["Pastures"], "split": "train", "bbox": [9.0, 46.0, 17.0, 49.0]},
+        {"datetime": "2017-06-01/2017-08-31"},
+        {"datetime": "2018-05-01/..", "bbox": [-10.0, 50.0, 0.0, 60.0]},
+        {"intersects": {"type": "Polygon", "coordinates": [[[12, 47], [14, 47], [13, 48.5], [12, 47]]]}},
+    ]
+    seen = set()
+    for q in queries:
+        pre = cat.search(**q).query.predicate.prefilter
+        assert pre is not None, q
+        fast = _pruned(index.dataset, pre, index.whole)
+        slow = _pruned(index.dataset, pre)
+        assert fast[1] == slow[1], q
+        assert fast[0].to_table(columns=["id"]).equals(slow[0].to_table(columns=["id"])), q
+        seen.add(len(fast[1]))
+    assert {0, 12} <= seen and len(seen) >= 3  # none, all, and some row groups among the cases
+    # The partner table of a pair search is pruned by tile the same way.
+    tiles = pc.field("bigearthnet:tile").isin(["T33UUP"])
+    assert _pruned(index.dataset, tiles, index.whole)[1] == _pruned(index.dataset, tiles)[1]
