@@ -285,6 +285,13 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
 
     import bigearth_stac.torch_dataset  # noqa: F401
 
+    if args.get("endpoint"):
+        # The S3 clients too: the first S3 read of a process imports boto3 (obstore signs with
+        # boto3's credential chain) and obstore, ~0.3 s here, once per process.
+        import boto3  # noqa: F401
+        import obstore  # noqa: F401
+        import obstore.store  # noqa: F401
+
     kind = args["kind"]
     if kind == "floor":
         out = run_floor(args)
