@@ -352,22 +352,21 @@ def twin_run(args: dict[str, Any], src: str | None, timeout: float = 1800) -> di
 # -- the run -------------------------------------------------------------------------------------
 
 
+FIGURES = ("pairs_per_s", "seconds", "cpu_percent", "pairs_per_cpu_s", "system_percent", "pairs_per_user_cpu_s",
+           "first_batch_s", "tail_s", "setup_s", "bytes_per_pair")
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in runs if "error" not in r]
-    out: dict[str, Any] = {"rounds": len(ok)}
-    if not ok:
-        out["error"] = runs[-1].get("error") if runs else "not run"
+    # Imported here: the measured runs execute this file as a script (with another checkout
+    # first on the path), where the ``benchmarks`` package is not importable.
+    from benchmarks._rounds import over_rounds
+
+    out = over_rounds(runs, FIGURES, ranged=FIGURES)
+    if "error" in out:
         return out
-    for key in ("pairs_per_s", "seconds", "cpu_percent", "pairs_per_cpu_s", "system_percent", "pairs_per_user_cpu_s",
-                "first_batch_s", "tail_s", "setup_s", "bytes_per_pair"):
-        values = [r[key] for r in ok if key in r]
-        if not values:
-            continue
-        out[key] = statistics.median(values)
-        out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
     rate = out["pairs_per_s"]
     out["spread"] = (out["pairs_per_s_max"] - out["pairs_per_s_min"]) / rate if rate else 0.0
-    out["wide"] = len(ok) > 1 and out["spread"] > WIDE
+    out["wide"] = out["rounds"] > 1 and out["spread"] > WIDE
     return out
 
 

@@ -44,7 +44,6 @@ import re
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from benchmarks._rounds import over_rounds
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -387,17 +388,11 @@ def measure(config: dict[str, Any], tgvenv: Path) -> dict[str, Any]:
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and spread of each figure over the rounds."""
-    ok = [r for r in results if "error" not in r]
-    out: dict[str, Any] = {"rounds": len(ok)}
-    if not ok:
-        out["error"] = results[-1].get("error") if results else "not run"
+    out = over_rounds(results, ("samples_per_s", "cpu_percent", "bytes", "requests", "samples", "peak_rss",
+                                "bytes_downloaded", "chunks_read"), ranged=("samples_per_s", "cpu_percent"))
+    if "error" in out:
         return out
-    for key in ("samples_per_s", "cpu_percent", "bytes", "requests", "samples", "peak_rss", "bytes_downloaded", "chunks_read"):
-        values = [r[key] for r in ok if r.get(key) is not None]
-        if values:
-            out[key] = statistics.median(values)
-            if key in ("samples_per_s", "cpu_percent"):
-                out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
+    ok = [r for r in results if "error" not in r]
     rate = out["samples_per_s"]
     out["wide"] = len(ok) > 1 and (out["samples_per_s_max"] - out["samples_per_s_min"]) > WIDE * rate
     for key in ("client", "chunks"):
