@@ -12,12 +12,12 @@ reads only regular files, and :func:`loads_bounded` parses JSON with a cap on it
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import stat
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -111,7 +111,7 @@ class LocalReader:
         if not path.is_dir():
             raise FileNotFoundError(f"raw data folder not found: {path}")
         self.root = str(path.resolve())
-        self._folders: OrderedDict[str, str] = OrderedDict()
+        self._folder = functools.lru_cache(maxsize=self.FOLDER_CACHE)(self._confined_folder)
 
     def _path(self, name: str) -> Path:
         return Path(self.root, name) if name else Path(self.root)
@@ -124,17 +124,9 @@ class LocalReader:
                                    "a symlink out of the raw data is not read")
         return real
 
-    def _folder(self, folder: str) -> str:
-        """:meth:`_confined` of a folder, remembered."""
-        real = self._folders.get(folder)
-        if real is not None:
-            self._folders.move_to_end(folder)
-            return real
-        real = self._confined(folder) if folder else self.root
-        self._folders[folder] = real
-        if len(self._folders) > self.FOLDER_CACHE:
-            self._folders.popitem(last=False)
-        return real
+    def _confined_folder(self, folder: str) -> str:
+        """:meth:`_confined` of a folder (called through ``self._folder``, which remembers it)."""
+        return self._confined(folder) if folder else self.root
 
     def listdir(self, name: str = "") -> list[str]:
         return sorted(os.listdir(self._confined(name)))

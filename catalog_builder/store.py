@@ -7,13 +7,13 @@ never leaves a half-written file under its final name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import os
 import posixpath
 import stat
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +75,7 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
-        self._folders: OrderedDict[str, str] = OrderedDict()
+        self._folder = functools.lru_cache(maxsize=self.FOLDER_CACHE)(self._make_folder)
         self._seq = itertools.count()
 
     def _path(self, path: str) -> Path:
@@ -84,21 +84,17 @@ class LocalStore:
             raise ValueError(f"refusing to write outside the catalog root: {path!r}")
         return full
 
-    def _folder(self, folder: str) -> str:
-        """The real path of ``folder`` (relative to the root, normalised), created if missing.
+    def _make_folder(self, folder: str) -> str:
+        """The real path of ``folder`` (relative to the root, normalised), created if missing
+        (called through ``self._folder``, which remembers the answer).
 
         A folder is made inside its parent's real path (remembered too), so no path is resolved
         unless something already stands where a folder goes: that is resolved and must lie
         inside the root (a symlink out of the catalog is refused).
         """
         if not folder:
-            if not self.root.is_dir():
-                self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
             return self.url
-        real = self._folders.get(folder)
-        if real is not None:
-            self._folders.move_to_end(folder)
-            return real
         parent, _, leaf = folder.rpartition("/")
         if leaf in ("", ".", ".."):
             raise ValueError(f"refusing to write outside the catalog root: {folder!r}")
@@ -108,9 +104,6 @@ class LocalStore:
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(real).st_mode):  # a symlink (or a file) where the folder goes
                 real = str(self._path(folder))
-        self._folders[folder] = real
-        if len(self._folders) > self.FOLDER_CACHE:
-            self._folders.popitem(last=False)
         return real
 
     def write(self, path: str, data: bytes, media_type: str) -> None:
@@ -123,7 +116,7 @@ class LocalStore:
         try:
             fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file the user creates
         except FileNotFoundError:  # a folder was removed since it was remembered: forget them all
-            self._folders.clear()
+            self._folder.cache_clear()
             real = self._folder(folder)
             tmp = os.path.join(real, os.path.basename(tmp))
             fd = os.open(tmp, flags, 0o666)
