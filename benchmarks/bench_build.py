@@ -312,11 +312,16 @@ def encode_floor(source: Any, n: int) -> dict[str, Any]:
     return out
 
 
-def subprocess_run(args: dict[str, Any], src: str | None, timeout: float = 1800) -> dict[str, Any]:
+def _child(args: dict[str, Any], src: str | None) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one measured run (``src`` first on the path)."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", json.dumps(args)]
+    return [sys.executable, str(Path(__file__).resolve()), "--run-one", json.dumps(args)], env
+
+
+def subprocess_run(args: dict[str, Any], src: str | None, timeout: float = 1800) -> dict[str, Any]:
+    cmd, env = _child(args, src)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{args['kind']} run failed:\n{proc.stderr[-3000:]}")
@@ -326,12 +331,8 @@ def subprocess_run(args: dict[str, Any], src: str | None, timeout: float = 1800)
 def twin_run(args: dict[str, Any], src: str | None, timeout: float = 1800) -> dict[str, Any]:
     """Two synchronous builds of half the pairs each (each into its own folder) in two processes
     that start building at the same moment: the pairs/s two processes get from this machine."""
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     start_at = time.time() + 12.0  # after both have imported and opened the source
-    half = {**args, "kind": "sync", "limit": args["pairs"] // 2, "start_at": start_at}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", json.dumps(half)]
+    cmd, env = _child({**args, "kind": "sync", "limit": args["pairs"] // 2, "start_at": start_at}, src)
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [proc.communicate(timeout=timeout) for proc in procs]
