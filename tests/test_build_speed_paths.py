@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import rasterio
 from rasterio.env import get_gdal_config
@@ -210,7 +211,7 @@ def test_index_rows_are_stac_geoparquets(fixture: str, request: pytest.FixtureRe
 
     items = _catalog_items(request.getfixturevalue(fixture))
     assert len(items) >= 20
-    ours = pa_table(_items_to_batch([_relative_to_index(i) for i in items]))
+    ours = pa.Table.from_batches([_items_to_batch([_relative_to_index(i) for i in items])])
     theirs = sga.parse_stac_items_to_arrow([_relative_to_index(i) for i in items]).read_all()
     assert ours.schema == theirs.schema
     assert ours.equals(theirs)
@@ -227,15 +228,9 @@ def test_index_rows_convert_every_projection_geometry() -> None:
               "assets": {"a": {"href": "a.tif", "proj:geometry": square}, "b": {"href": "b.tif"}}, "links": []}
              for i in range(3)]
     before = repr(items)
-    ours = pa_table(_items_to_batch(items))
+    ours = pa.Table.from_batches([_items_to_batch(items)])
     assert ours.equals(sga.parse_stac_items_to_arrow(items).read_all())
     assert repr(items) == before, "the caller's items were changed"
-
-
-def pa_table(batch):  # noqa: ANN001, ANN201
-    import pyarrow as pa
-
-    return pa.Table.from_batches([batch])
 
 
 # -- LocalStore and LocalReader: folders remembered, symlinks not followed out -------------------
