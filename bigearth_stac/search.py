@@ -577,7 +577,7 @@ class _Scan:
 
     def __init__(self, index: CollectionIndex, prefilter: pc.Expression | None) -> None:
         self.name = "items_" + uuid.uuid4().hex[:12]
-        self.dataset, self.row_groups = _pruned(index.dataset, prefilter, index.whole if prefilter is not None else None)
+        self.dataset, self.row_groups = _pruned(index.dataset, prefilter, index.whole)
         self.share = len(self.row_groups) / max(1, index.num_row_groups)
         self.registered = False
 
@@ -870,8 +870,7 @@ class SearchResult:
         tiles = pc.unique(rows.column(P("tile"))).to_pylist()
         con = _cursor()
         try:
-            s1, groups = _pruned(partner.dataset, pc.field(P("tile")).isin(tiles) if tiles else None,
-                                 partner.whole if tiles else None)
+            s1, groups = _pruned(partner.dataset, pc.field(P("tile")).isin(tiles) if tiles else None, partner.whole)
             partner.prefetch(["id", "assets", P("layout"), P("tile")], groups)
             con.register("s1", s1)
             con.register("wanted", rows.select([P("s1_id")]))
